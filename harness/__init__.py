@@ -1,0 +1,37 @@
+"""harness: a plugin-architecture benchmark harness for medical image classification.
+
+The public surface for plugin authors is re-exported here; importing it does not import torch.
+"""
+
+from harness.errors import HarnessError
+from harness.hookspecs import hookimpl
+from harness.specs import (
+    DatasetOptions,
+    DatasetRequest,
+    DatasetSpec,
+    DataSplits,
+    MethodSpec,
+    MetricSpec,
+    Predictor,
+    SamplerSpec,
+    Split,
+    TrialContext,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataSplits",
+    "DatasetOptions",
+    "DatasetRequest",
+    "DatasetSpec",
+    "HarnessError",
+    "MethodSpec",
+    "MetricSpec",
+    "Predictor",
+    "SamplerSpec",
+    "Split",
+    "TrialContext",
+    "__version__",
+    "hookimpl",
+]

@@ -1,0 +1,24 @@
+"""The supervised-loop settings, importable without torch (method configs inherit them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of the supervised loop; method configs inherit these and add their own."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    optimizer: str = "adamw"  # adamw | adam | sgd
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | multistep | constant
+    milestones: tuple[int, ...] = ()  # multistep: epochs where the lr is multiplied by 0.1
+    warmup_epochs: int = 0
+    hflip: bool = True
+    vflip: bool = False
+    rotation: float = 15.0  # degrees, uniform in [-rotation, rotation]
+    eval_every: int = 1  # validate every N epochs (and after the last)
