@@ -74,6 +74,29 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
 
 
+def grouped_stratified_split(labels: np.ndarray, groups, fractions: tuple[float, ...],
+                             seed: int) -> list[np.ndarray]:
+    """Indices split in the given fractions so that all images of one group (a lesion, a patient) land in
+    the same part. Stratified by each group's most common label: the groups of each class are shuffled with
+    ``seed`` and cut where their cumulative image count crosses the fractions."""
+    labels = np.asarray(labels, dtype=np.int64)
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    inverse = inverse.reshape(-1)
+    sizes = np.bincount(inverse)
+    counts = np.zeros((len(sizes), int(labels.max(initial=0)) + 1), dtype=np.int64)
+    np.add.at(counts, (inverse, labels), 1)
+    group_label = counts.argmax(1)
+    rng = np.random.default_rng(seed)
+    cumulative = np.cumsum(fractions) / np.sum(fractions)
+    part = np.zeros(len(sizes), dtype=np.int64)
+    for c in np.unique(group_label):
+        g = rng.permutation(np.flatnonzero(group_label == c))
+        midpoints = (np.cumsum(sizes[g]) - sizes[g] / 2) / sizes[g].sum()
+        part[g] = np.minimum(np.searchsorted(cumulative, midpoints, side="right"), len(fractions) - 1)
+    image_part = part[inverse]
+    return [np.flatnonzero(image_part == p).astype(np.int64) for p in range(len(fractions))]
+
+
 def file_fingerprint(paths: Iterable[Path]) -> list[tuple[str, int, int]]:
     """(name, size, mtime in ns) for each file: what the cache key is made of."""
     out = []
