@@ -57,6 +57,8 @@ def main(ctx: click.Context, plugins: tuple[str, ...], blocked: tuple[str, ...])
 
 
 @main.command()
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Experiment file (TOML): methods, datasets, seeds, overrides...; flags override it.")
 @click.option("--methods", help="Comma-separated methods (default: every registered method).")
 @click.option("--datasets", default="synthetic", show_default=True, help="Comma-separated datasets.")
 @click.option("--samplers", default="uniform", show_default=True, help="Comma-separated samplers.")
@@ -67,16 +69,29 @@ def main(ctx: click.Context, plugins: tuple[str, ...], blocked: tuple[str, ...])
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (or HARNESS_DATA_DIR).")
 @click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 @click.option("--experiment", help="Experiment name: results go to RUNS_DIR/EXPERIMENT (default: the datasets).")
-@click.option("--executor", type=click.Choice(["local"]), default="local", show_default=True)
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: one trial after another in this process; ray: Ray Tune trials in parallel.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, or auto.")
-@click.option("--threads", type=int, help="torch threads per trial (default: all cores).")
+@click.option("--threads", type=int, help="torch threads per trial (default: all cores; ray: --cpus-per-trial).")
 @click.option("--no-onnx", is_flag=True, help="Do not time ONNX Runtime (torch latency only).")
+@click.option("--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="ray: CPUs each trial reserves (also its torch thread count).")
+@click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="ray: GPUs each trial reserves; fractions share a GPU (0.5 = two trials per GPU).")
+@click.option("--max-concurrent", type=click.IntRange(min=1), help="ray: at most this many trials at once.")
+@click.option("--address", help="ray: join this cluster (HEAD_IP:6379 from `ray start --head`, or auto); "
+                                 "default: a local Ray instance.")
+@click.option("--ray-storage", type=click.Path(path_type=Path),
+              help="ray: where Ray keeps its own experiment state (default ~/ray_results).")
+@click.option("--dry-run", is_flag=True, help="List the trials (and whether each is done) without running them.")
 @click.pass_context
-def run(ctx, methods, datasets, samplers, seeds, profile, overrides, data_dir, runs_dir, experiment,
-        executor, device, threads, no_onnx):
+def run(ctx, config_file, methods, datasets, samplers, seeds, profile, overrides, data_dir, runs_dir, experiment,
+        executor, device, threads, no_onnx, cpus_per_trial, gpus_per_trial, max_concurrent, address, ray_storage,
+        dry_run):
     """Run methods x datasets x samplers x seeds, then print the leaderboard.
 
     Finished trials are skipped, so running the same command again resumes an interrupted run.
+    With --config FILE the experiment comes from a TOML file; flags given explicitly override it.
     """
     from harness import leaderboard
     from harness.config import parse_overrides
@@ -84,6 +99,17 @@ def run(ctx, methods, datasets, samplers, seeds, profile, overrides, data_dir, r
     from harness.runner import RunSettings
     from harness.trial import Experiment, expand
 
+    override_table = parse_overrides(list(overrides))
+    if config_file is not None:
+        from harness.experiment_config import merge_overrides
+
+        values, file_overrides = _apply_config_file(ctx, config_file)
+        (methods, datasets, samplers, seeds, profile, data_dir, runs_dir, experiment, executor, device, threads,
+         no_onnx, cpus_per_trial, gpus_per_trial, max_concurrent, address, ray_storage) = (
+            values[k] for k in ("methods", "datasets", "samplers", "seeds", "profile", "data_dir", "runs_dir",
+                                "experiment", "executor", "device", "threads", "no_onnx", "cpus_per_trial",
+                                "gpus_per_trial", "max_concurrent", "address", "ray_storage"))
+        override_table = merge_overrides(file_overrides, override_table)
     _, registry = _registry(ctx)
     try:
         seed_list = tuple(int(s) for s in _csv(seeds))
@@ -94,7 +120,7 @@ def run(ctx, methods, datasets, samplers, seeds, profile, overrides, data_dir, r
     name = experiment or "-".join(dataset_list)
     exp = Experiment(
         methods=method_list, datasets=dataset_list, samplers=_csv(samplers), seeds=seed_list,
-        profile=profile, overrides=parse_overrides(list(overrides)), name=name,
+        profile=profile, overrides=override_table, name=name,
     )
     trials = expand(exp, registry)
     settings = RunSettings(
@@ -102,9 +128,19 @@ def run(ctx, methods, datasets, samplers, seeds, profile, overrides, data_dir, r
         device=device, threads=threads, latency=LatencySettings(onnx=not no_onnx),
     )
     click.echo(f"{len(trials)} trial(s) -> {runs_dir / name}")
-    from harness.executors.local import run_local
+    if dry_run:
+        _print_trials(trials, Path(runs_dir))
+        return
+    if executor == "ray":
+        from harness.executors.ray import RayOptions, run_ray
 
-    summary = run_local(trials, settings)
+        options = RayOptions(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                             max_concurrent=max_concurrent, address=address, storage=ray_storage)
+        summary = run_ray(trials, settings, options)
+    else:
+        from harness.executors.local import run_local
+
+        summary = run_local(trials, settings)
     root = Path(runs_dir) / name
     board = leaderboard.write(root)
     click.echo("")
@@ -114,6 +150,129 @@ def run(ctx, methods, datasets, samplers, seeds, profile, overrides, data_dir, r
     for key in summary.failed:
         click.echo(f"  failed: {key}: {summary.errors.get(key, '')} (see {root / key / 'result.json'})", err=True)
     sys.exit(summary.exit_code)
+
+
+def _apply_config_file(ctx: click.Context, config_file: Path) -> tuple[dict, dict]:
+    """The ``run`` parameters after applying an experiment file: the file's value for every option the
+    command line did not give explicitly (click's ParameterSource), each checked by the option's type."""
+    from click.core import ParameterSource
+
+    from harness.experiment_config import load_experiment, merge_options
+
+    parsed = load_experiment(config_file)
+    explicit = {name for name in ctx.params
+                if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    values = merge_options(ctx.params, explicit, parsed)
+    params = {p.name: p for p in ctx.command.params}
+    for key in parsed.options:
+        if key in explicit:
+            continue
+        param = params[key]
+        try:
+            values[key] = param.type.convert(values[key], param, ctx) if values[key] is not None else None
+        except click.BadParameter as exc:
+            raise HarnessError(f"{config_file}: {key}: {exc.message}") from None
+    if parsed.plugins:
+        ctx.obj["plugins"] = tuple(dict.fromkeys([*ctx.obj["plugins"], *parsed.plugins]))
+    return values, parsed.overrides
+
+
+def _print_trials(trials, runs_dir: Path) -> None:
+    from harness.store import ResultStore
+
+    for trial in trials:
+        done = ResultStore(runs_dir / trial.experiment).is_done(trial.key)
+        click.echo(f"{'done' if done else 'todo'}  {trial.key}  {trial.label()}  {json.dumps(trial.config, sort_keys=True)}")
+
+
+@main.command()
+@click.option("--method", required=True, help="The method to tune (its MethodSpec.search_space is searched).")
+@click.option("--dataset", required=True, help="The dataset to tune on (train split; scored on val only).")
+@click.option("--samples", type=click.IntRange(min=1), default=8, show_default=True, help="Configurations to try.")
+@click.option("--scheduler", type=click.Choice(["asha", "fifo"]), default="asha", show_default=True,
+              help="asha: stop poor samples early on the reported epochs; fifo: run every sample to the end.")
+@click.option("--metric", default="val_macro_f1", show_default=True,
+              help="Validation metric to optimise (val_macro_f1, val_accuracy, val_balanced_accuracy).")
+@click.option("--mode", type=click.Choice(["max", "min"]), default="max", show_default=True)
+@click.option("--profile", type=click.Choice(["smoke", "cpu", "paper"]), default="cpu", show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="SCOPE.KEY=VALUE",
+              help="Fixed overrides (kept in the written config): resnet.epochs=20, dataset.size=64.")
+@click.option("--sampler", default="uniform", show_default=True, help="Training sampler while tuning.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Training seed of every sample.")
+@click.option("--search-seed", type=int, default=0, show_default=True, help="Seed of the random search.")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (or HARNESS_DATA_DIR).")
+@click.option("--out", "out_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Where to write the best configuration (default: tune-METHOD-DATASET.toml).")
+@click.option("--run-seeds", default="0,1,2", show_default=True, help="Seeds the written experiment file runs.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, or auto (cuda if --gpus-per-trial).")
+@click.option("--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--max-concurrent", type=click.IntRange(min=1), help="At most this many samples at once.")
+@click.option("--grace-period", type=click.IntRange(min=1), default=1, show_default=True,
+              help="asha: epochs every sample runs before it may be stopped.")
+@click.option("--address", help="Join this Ray cluster (HEAD_IP:6379); default: a local Ray instance.")
+@click.option("--ray-storage", type=click.Path(path_type=Path), help="Ray's experiment state (default ~/ray_results).")
+@click.pass_context
+def tune(ctx, method, dataset, samples, scheduler, metric, mode, profile, overrides, sampler, seed, search_seed,
+         data_dir, out_file, run_seeds, device, cpus_per_trial, gpus_per_trial, max_concurrent, grace_period,
+         address, ray_storage):
+    """Search a method's hyperparameters with Ray Tune (ASHA) on validation scores; write the best to TOML.
+
+    \b
+    harness tune --method resnet --dataset retinamnist --data-dir ../shared/data --samples 16
+    harness run --config tune-resnet-retinamnist.toml
+    """
+    from harness.config import parse_overrides
+    from harness.executors.ray import RayOptions
+    from harness.experiment_config import dump_experiment
+    from harness.runner import RunSettings
+    from harness.tuning import base_trial, tune_method
+
+    _, registry = _registry(ctx)
+    spec = registry.get("methods", method)
+    registry.get("datasets", dataset)
+    try:
+        seeds_out = [int(s) for s in _csv(run_seeds)]
+    except ValueError:
+        raise HarnessError(f"--run-seeds expects comma-separated integers; found {run_seeds!r}") from None
+    fixed = parse_overrides(list(overrides))
+    trial = base_trial(method, dataset, sampler=sampler, seed=seed, profile=profile, overrides=fixed,
+                       registry=registry)
+    settings = RunSettings(runs_dir=Path("runs"), data_dir=data_dir, plugins=ctx.obj["plugins"],
+                           blocked=ctx.obj["blocked"], device=device)
+    options = RayOptions(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                         max_concurrent=max_concurrent, address=address, storage=ray_storage)
+    click.echo(f"tuning {method} on {dataset} ({profile}): {samples} sample(s) of "
+               f"{', '.join(spec.search_space) or '(no search space)'}; {scheduler}, {mode} {metric}")
+    outcome = tune_method(trial, spec, settings, samples=samples, metric=metric, mode=mode, scheduler=scheduler,
+                          grace_period=grace_period, options=options, seed=search_seed)
+    out_file = out_file or Path(f"tune-{method}-{dataset}.toml")
+    values = {
+        "experiment": f"{dataset}-{method}-tuned",
+        "methods": [method],
+        "datasets": [dataset],
+        "samplers": [sampler],
+        "seeds": seeds_out,
+        "profile": profile,
+        "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None,
+        "plugins": list(ctx.obj["plugins"]) or None,
+    }
+    table = {scope: dict(v) for scope, v in fixed.items()}
+    table.setdefault(method, {}).update(outcome.best_config)
+    header = [
+        f"Written by: harness tune --method {method} --dataset {dataset} --samples {samples} "
+        f"--scheduler {scheduler} --profile {profile}",
+        f"Best {outcome.metric} (validation) = {outcome.best_score:.4f} over {samples} sample(s); "
+        f"Ray state: {outcome.storage}",
+    ]
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(dump_experiment(values, table, header))
+    for error in outcome.errors:
+        click.echo(f"warning: a sample failed: {error}", err=True)
+    click.echo(f"best {outcome.metric} = {outcome.best_score:.4f} with "
+               + ", ".join(f"{k}={v}" for k, v in outcome.best_config.items()))
+    click.echo(f"Written: {out_file}")
+    click.echo(f"Run it:  harness run --config {out_file}")
 
 
 KIND_NAMES = ("methods", "datasets", "samplers", "metrics")
