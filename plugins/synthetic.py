@@ -43,7 +43,7 @@ SPREAD = {"c1": .06, "c2": .07, "radius": .04, "elongation": .07, "irregularity"
 @dataclass(frozen=True)
 class SyntheticOptions(DatasetOptions):
     size: int = 28
-    n_train: int = 600
+    n_train: int = 500
     n_val: int = 150
     n_test: int = 300
     seed: int = 0  # generation seed (fixed across trial seeds, so every method sees the same images)

@@ -1,0 +1,168 @@
+"""The runner and the local executor: results on disk, resume, isolation of failures, determinism,
+and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from harness import HarnessError
+from harness.runner import RunSettings, run_trial
+from harness.trial import Experiment, expand
+from tests.conftest import TINY
+
+SMOKE = ("--profile", "smoke", "--no-onnx", *TINY)
+
+
+def _results(root: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(root.rglob("result.json"))]
+
+
+def test_cli_end_to_end_on_synthetic_smoke(tmp_path, cli):
+    runs = tmp_path / "runs"
+    result = cli("run", "--methods", "resnet", "--seeds", "0,1", "--runs-dir", str(runs), *SMOKE)
+    assert result.exit_code == 0, result.output
+    assert "resnet" in result.output and "Macro-F1" in result.output
+    records = _results(runs / "synthetic")
+    assert len(records) == 2 and {r["seed"] for r in records} == {0, 1}
+    for record in records:
+        assert record["status"] == "ok"
+        assert set(record["metrics"]) >= {"macro_f1", "balanced_accuracy", "mcc", "accuracy", "auroc", "ece"}
+        for key in ("method", "dataset", "sampler", "seed", "profile", "params", "fit_seconds",
+                    "harness_version", "git_commit", "hardware"):
+            assert key in record, key
+        lat = record["latency"]
+        assert lat["ms_per_image_b1"] > 0 and lat["ms_per_image_b64"] > 0 and lat["threads"] >= 1
+        folder = runs / "synthetic" / record["key"]
+        assert (folder / "trial.json").exists()
+        preds = pl.read_parquet(folder / "predictions.parquet")
+        assert preds.height == 35 and {"index", "label", "pred", "prob_0", "prob_6"} <= set(preds.columns)
+        probs = preds.select([f"prob_{k}" for k in range(7)]).to_numpy()
+        assert abs(probs.sum(1) - 1).max() < 1e-4
+    assert not list(runs.rglob("*.tmp")), "temporary files left behind"
+    board = (runs / "synthetic" / "leaderboard.md").read_text()
+    assert "| 1 | resnet | uniform | 2 |" in board
+    frame = pl.read_parquet(runs / "synthetic" / "leaderboard.parquet")
+    assert frame["seeds"].to_list() == [2]
+
+
+def test_resume_skips_finished_trials(tmp_path, cli):
+    runs = tmp_path / "runs"
+    args = ("run", "--methods", "constant", "--plugin", "tests.failing_plugin", "--seeds", "0,1",
+            "--runs-dir", str(runs), *SMOKE)
+    assert cli(*args).exit_code == 0
+    mtimes = {p: p.stat().st_mtime_ns for p in runs.rglob("result.json")}
+    assert len(mtimes) == 2
+    second = cli(*args)
+    assert second.exit_code == 0
+    assert second.output.count("done already, skipped") == 2
+    assert {p: p.stat().st_mtime_ns for p in runs.rglob("result.json")} == mtimes
+    # a third seed is the only new work
+    third = cli(*args[:5], "0,1,2", *args[6:])
+    assert third.output.count("skipped") == 2 and len(list(runs.rglob("result.json"))) == 3
+
+
+def test_failed_trial_is_recorded_and_others_go_on(tmp_path, cli):
+    runs = tmp_path / "runs"
+    result = cli("run", "--methods", "always-fails,constant", "--plugin", "tests.failing_plugin",
+                 "--runs-dir", str(runs), *SMOKE)
+    assert result.exit_code == 1
+    by_method = {r["method"]: r for r in _results(runs)}
+    assert by_method["always-fails"]["status"] == "failed"
+    assert "deliberate failure" in by_method["always-fails"]["error"]
+    assert "RuntimeError" in by_method["always-fails"]["traceback"]
+    assert by_method["constant"]["status"] == "ok"
+    # the failed trial is retried on the next run; the finished one is not
+    again = cli("run", "--methods", "always-fails,constant", "--plugin", "tests.failing_plugin",
+                "--runs-dir", str(runs), *SMOKE)
+    assert again.output.count("done already, skipped") == 1 and again.exit_code == 1
+
+
+def test_same_trial_twice_gives_identical_metrics(tmp_path, registry):
+    exp = Experiment(methods=("resnet",), datasets=("synthetic",), profile="smoke",
+                     overrides={"synthetic": {"size": 16, "n_train": 70, "n_val": 35, "n_test": 35}})
+    (trial,) = expand(exp, registry)
+    a = run_trial(trial, RunSettings(runs_dir=tmp_path / "a", latency=_no_onnx()), reporter=lambda **_: None)
+    b = run_trial(trial, RunSettings(runs_dir=tmp_path / "b", latency=_no_onnx()), reporter=lambda **_: None)
+    assert a["status"] == b["status"] == "ok"
+    assert a["metrics"] == b["metrics"]
+    pa = pl.read_parquet(tmp_path / "a" / trial.experiment / trial.key / "predictions.parquet")
+    pb = pl.read_parquet(tmp_path / "b" / trial.experiment / trial.key / "predictions.parquet")
+    assert pa.equals(pb)
+
+
+def _no_onnx():
+    from harness.latency import LatencySettings
+
+    return LatencySettings(onnx=False)
+
+
+def test_trial_key_changes_with_what_changes_the_result(registry):
+    base = Experiment(methods=("resnet",), datasets=("synthetic",), profile="smoke")
+    (a,) = expand(base, registry)
+    (same,) = expand(base, registry)
+    (lr,) = expand(Experiment(**{**base.__dict__, "overrides": {"resnet": {"lr": 0.5}}}), registry)
+    (size,) = expand(Experiment(**{**base.__dict__, "overrides": {"dataset": {"size": 20}}}), registry)
+    (seed,) = expand(Experiment(**{**base.__dict__, "seeds": (1,)}), registry)
+    assert a.key == same.key
+    assert len({a.key, lr.key, size.key, seed.key}) == 4
+
+
+def test_unknown_method_lists_the_available_ones(tmp_path, cli):
+    result = cli("run", "--methods", "nope", "--runs-dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert "unknown method 'nope'" in result.output and "resnet" in result.output
+
+
+def test_unknown_dataset_and_sampler(tmp_path, cli):
+    assert "synthetic" in cli("run", "--datasets", "imaginary", "--runs-dir", str(tmp_path)).output
+    out = cli("run", "--samplers", "magic", "--runs-dir", str(tmp_path)).output
+    assert "unknown sampler 'magic'" in out and "balanced" in out
+
+
+def test_bad_set_key_lists_the_config_keys(tmp_path, cli):
+    result = cli("run", "--methods", "resnet", "--set", "resnet.learning_rate=1", "--runs-dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert "'learning_rate'" in result.output and "lr" in result.output and "epochs" in result.output
+
+
+def test_bad_set_value_type_and_syntax(tmp_path, cli):
+    result = cli("run", "--methods", "resnet", "--set", "resnet.epochs=many", "--runs-dir", str(tmp_path))
+    assert result.exit_code == 2 and "expected an integer" in result.output
+    result = cli("run", "--methods", "resnet", "--set", "epochs=3", "--runs-dir", str(tmp_path))
+    assert result.exit_code == 2 and "SCOPE.KEY=VALUE" in result.output
+    result = cli("run", "--methods", "resnet", "--set", "nosuch.x=3", "--runs-dir", str(tmp_path))
+    assert result.exit_code == 2 and "nosuch" in result.output
+
+
+def test_missing_data_file_says_where_it_looked(tmp_path, cli):
+    result = cli("run", "--methods", "constant", "--plugin", "tests.failing_plugin", "--datasets", "retinamnist",
+                 "--data-dir", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), "--profile", "smoke")
+    assert result.exit_code == 1
+    (record,) = _results(tmp_path / "runs")
+    assert record["status"] == "failed"
+    assert str(tmp_path / "retinamnist" / "retinamnist.npz") in record["error"]
+    assert "zenodo" in record["error"].lower()
+
+
+def test_missing_data_dir_is_explained(tmp_path, registry):
+    from harness.config import config_from_dict
+    from harness.specs import DatasetRequest
+
+    spec = registry.datasets["pneumoniamnist"]
+    request = DatasetRequest(options=config_from_dict(spec.options, {}), seed=0, data_dir=None, cache_dir=tmp_path)
+    with pytest.raises(HarnessError, match="--data-dir"):
+        spec.load_fn()(request)
+
+
+def test_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from click.testing import CliRunner; from harness.cli import main; "
+            "CliRunner().invoke(main, ['--help']); print('torch' in sys.modules, 'ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False False"
