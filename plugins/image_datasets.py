@@ -292,6 +292,18 @@ def _split(labels: np.ndarray, groups, fractions, seed) -> list[np.ndarray]:
     return stratified_split(labels, fractions, seed)
 
 
+def _move_one(parts: dict[str, np.ndarray], target: str, labels: np.ndarray, groups, seed: int) -> None:
+    """A split left empty by rounding (every class too small for a share) gets one image (one group) of the
+    most frequent class of train, chosen with ``seed``."""
+    train = parts["train"]
+    c = np.bincount(labels[train]).argmax()
+    pick = np.random.default_rng([seed, 31]).choice(train[labels[train] == c])
+    moved = train[groups[train] == groups[pick]] if groups is not None else np.asarray([pick])
+    if len(moved) < len(train):
+        parts["train"] = np.setdiff1d(train, moved)
+        parts[target] = np.sort(moved)
+
+
 def split_indices(table: Table, protocol: str, seed: int, val_fraction: float) -> dict[str, np.ndarray]:
     """Row indices of train / val / test under ``protocol``."""
     labels = table.labels
@@ -317,6 +329,9 @@ def split_indices(table: Table, protocol: str, seed: int, val_fraction: float) -
         sub_groups = groups[train] if groups is not None else None
         keep, val = _split(labels[train], sub_groups, (1 - val_fraction, val_fraction), seed + 7919)
         parts["train"], parts["val"] = train[keep], train[val]
+    for s in ("val", "test"):
+        if len(parts[s]) == 0 and len(parts["train"]) > 1:
+            _move_one(parts, s, labels, groups, seed)
     for s in ("train", "val", "test"):
         if len(parts[s]) == 0:
             raise HarnessError(f"dataset {table.name!r}, split {protocol!r}: the {s} split is empty "
