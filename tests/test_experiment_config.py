@@ -1,0 +1,201 @@
+"""Experiment files (``harness run --config``): parsing, errors, TOML writing, and flag precedence.
+Fast: nothing here starts Ray or trains anything (``--dry-run`` lists the expanded trials)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from harness import HarnessError
+from harness.experiment_config import (
+    dump_experiment,
+    load_experiment,
+    merge_options,
+    merge_overrides,
+    parse_experiment,
+    toml_value,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_parse_normalises_every_key(tmp_path):
+    (tmp_path / "conf").mkdir()
+    path = _write(tmp_path / "conf" / "exp.toml", """
+name = "my-exp"
+methods = ["resnet", "constant"]
+datasets = "synthetic, retinamnist"
+samplers = ["uniform"]
+seeds = [0, 1, 2]
+profile = "smoke"
+data_dir = "../data"
+ray_storage = "/abs/ray"
+executor = "ray"
+cpus_per_trial = 0.5
+plugins = ["tests.failing_plugin"]
+
+[overrides.resnet]
+lr = 0.001
+milestones = [5, 8]
+
+[overrides.dataset]
+size = 64
+""")
+    parsed = load_experiment(path)
+    assert parsed.options == {
+        "experiment": "my-exp", "methods": "resnet,constant", "datasets": "synthetic,retinamnist",
+        "samplers": "uniform", "seeds": "0,1,2", "profile": "smoke",
+        "data_dir": (tmp_path / "data").resolve(), "ray_storage": Path("/abs/ray"), "executor": "ray",
+        "cpus_per_trial": 0.5,
+    }
+    assert parsed.overrides == {"resnet": {"lr": 0.001, "milestones": [5, 8]}, "dataset": {"size": 64}}
+    assert parsed.plugins == ("tests.failing_plugin",)
+
+
+@pytest.mark.parametrize("seeds, expected", [(3, "3"), ("4, 5", "4,5"), ([7, 8], "7,8")])
+def test_seeds_forms(seeds, expected, tmp_path):
+    assert parse_experiment({"seeds": seeds}, tmp_path).options["seeds"] == expected
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"method": "resnet", "methods": ["x"]}, "given twice"),
+    ({"seeds": [0, "one"]}, "seeds must be integers"),
+    ({"seeds": [True]}, "seeds must be integers"),
+    ({"seeds": 1.5}, "list of integers"),
+    ({"methods": []}, "methods is empty"),
+    ({"methods": [1, 2]}, "list of names"),
+    ({"epochs": 3}, "unknown key 'epochs'"),
+    ({"overrides": {"resnet": 0.1}}, "must be a table"),
+    ({"overrides": {"resnet": {"opt": {"lr": 1}}}}, "must be a value"),
+    ({"data_dir": 3}, "must be a path"),
+    ({"profile": ["cpu"]}, "single value"),
+])
+def test_bad_files_are_clear_errors(data, message, tmp_path):
+    with pytest.raises(HarnessError, match=message):
+        parse_experiment(data, tmp_path)
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    with pytest.raises(HarnessError, match="not valid TOML"):
+        load_experiment(_write(tmp_path / "bad.toml", "methods = [resnet\n"))
+    with pytest.raises(HarnessError, match="cannot read"):
+        load_experiment(tmp_path / "missing.toml")
+
+
+def test_merge_precedence_and_overrides_key_by_key(tmp_path):
+    parsed = parse_experiment({"seeds": [1, 2], "profile": "smoke", "methods": ["resnet"]}, tmp_path)
+    cli_values = {"seeds": "9", "profile": "cpu", "methods": None, "datasets": "synthetic"}
+    merged = merge_options(cli_values, explicit={"seeds"}, file=parsed)
+    assert merged == {"seeds": "9", "profile": "smoke", "methods": "resnet", "datasets": "synthetic"}
+    table = merge_overrides({"resnet": {"lr": 0.1, "epochs": 3}, "dataset": {"size": 32}},
+                            {"resnet": {"lr": 0.5}, "synthetic": {"n_train": 70}})
+    assert table == {"resnet": {"lr": 0.5, "epochs": 3}, "dataset": {"size": 32}, "synthetic": {"n_train": 70}}
+
+
+def test_dump_round_trips_through_tomllib(tmp_path):
+    values = {"experiment": 'a "quoted" name\\x', "methods": ["resnet"], "seeds": [0, 1], "profile": "cpu",
+              "data_dir": None}
+    overrides = {"resnet": {"lr": 1e-05, "wd": 3.0, "big": 1.5e300, "flag": True, "milestones": [5, 8],
+                            "aug": "color,translation"}, "my.method": {"n": -2}, "empty": {}}
+    text = dump_experiment(values, overrides, header=["line one", ""])
+    assert text.startswith("# line one\n#\n")
+    data = tomllib.loads(text)
+    assert "data_dir" not in data and "empty" not in data["overrides"]
+    assert data["experiment"] == 'a "quoted" name\\x'
+    assert data["overrides"]["resnet"] == overrides["resnet"]
+    assert data["overrides"]["my.method"] == {"n": -2}
+    assert [toml_value(v) for v in (float("inf"), 2.0, False)] == ["inf", "2.0", "false"]
+    with pytest.raises(HarnessError, match="cannot write"):
+        toml_value({"a": 1})
+    parsed = load_experiment(_write(tmp_path / "x.toml", text))
+    assert parsed.options["seeds"] == "0,1"
+
+
+def _dry_run(cli, *args) -> list[tuple[str, str, dict]]:
+    result = cli("run", "--dry-run", *args)
+    assert result.exit_code == 0, result.output
+    rows = []
+    for line in result.output.splitlines():
+        if line.startswith(("todo ", "done ")):
+            status, key, rest = line.split(None, 2)
+            rows.append((status, key, json.loads(rest[rest.index("{"):])))
+    return rows
+
+
+def test_cli_flags_override_the_file(tmp_path, cli):
+    path = _write(tmp_path / "exp.toml", """
+methods = ["resnet"]
+seeds = [1, 2]
+profile = "smoke"
+experiment = "from-file"
+
+[overrides.resnet]
+lr = 0.0042
+epochs = 3
+""")
+    rows = _dry_run(cli, "--config", str(path), "--runs-dir", str(tmp_path / "runs"))
+    assert [r[1].split("-")[3] for r in rows] == ["s1", "s2"]
+    assert all(r[0] == "todo" and r[2]["lr"] == 0.0042 and r[2]["epochs"] == 3 for r in rows)
+    assert all(r[2]["batch_size"] == 64 for r in rows)  # the file's profile (smoke), not the default cpu
+    # explicit flags win, even when equal to the flag's default; --set wins key by key
+    rows = _dry_run(cli, "--config", str(path), "--seeds", "7", "--profile", "cpu", "--set", "resnet.lr=0.5",
+                    "--runs-dir", str(tmp_path / "runs"))
+    assert len(rows) == 1 and rows[0][1].split("-")[3] == "s7"
+    assert rows[0][2]["lr"] == 0.5 and rows[0][2]["epochs"] == 3 and rows[0][2]["batch_size"] == 128
+
+
+def test_cli_config_errors(tmp_path, cli):
+    bad = _write(tmp_path / "bad.toml", 'profile = "huge"\n')
+    result = cli("run", "--config", str(bad), "--dry-run")
+    assert result.exit_code == 2 and str(bad) in result.output and "huge" in result.output
+    unknown = _write(tmp_path / "unknown.toml", 'methods = ["nope"]\n')
+    result = cli("run", "--config", str(unknown), "--dry-run")
+    assert result.exit_code == 2 and "unknown method 'nope'" in result.output
+
+
+def test_config_file_plugins_and_done_status(tmp_path, cli):
+    runs = tmp_path / "runs"
+    path = _write(tmp_path / "exp.toml", f"""
+methods = ["constant"]
+plugins = ["tests.failing_plugin"]
+profile = "smoke"
+runs_dir = "{runs}"
+no_onnx = true
+""")
+    assert [r[0] for r in _dry_run(cli, "--config", str(path))] == ["todo"]
+    assert cli("run", "--config", str(path)).exit_code == 0
+    assert len(list(runs.rglob("result.json"))) == 1
+    assert [r[0] for r in _dry_run(cli, "--config", str(path))] == ["done"]
+
+
+@pytest.mark.parametrize("name", ["retinamnist.toml", "pneumoniamnist.toml", "synthetic-smoke.toml"])
+def test_example_configs_parse_and_expand(name, cli, tmp_path):
+    path = REPO / "benchmarks" / "configs" / name
+    assert path.exists(), path
+    rows = _dry_run(cli, "--config", str(path), "--runs-dir", str(tmp_path))
+    assert rows and all(r[0] == "todo" for r in rows)
+
+
+def test_help_and_list_do_not_import_ray():
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom harness.cli import main\n"
+            "for args in (['--help'], ['list'], ['run', '--help'], ['tune', '--help']):\n"
+            "    r = CliRunner().invoke(main, args)\n"
+            "    assert r.exit_code == 0, (args, r.output)\n"
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
