@@ -369,10 +369,10 @@ def prepare(request, table: Table, channels: int, protocols: tuple[str, ...], cr
     if not table.files:
         raise HarnessError(f"dataset {table.name!r}: no images found (looked in {table.where}).")
     counts = np.bincount(table.labels, minlength=len(table.classes))
-    for c, n in zip(table.classes, counts):
-        if n == 0:
-            warnings.warn(f"dataset {table.name!r}: class {c!r} has no images (looked in {table.where}); it stays "
-                          f"in the class list so labels keep their meaning.", stacklevel=2)
+    empty = [c for c, n in zip(table.classes, counts) if n == 0]
+    if empty:
+        warnings.warn(f"dataset {table.name!r}: {len(empty)} class(es) have no images: {', '.join(empty)} (looked in "
+                      f"{table.where}); they stay in the class list so labels keep their meaning.", stacklevel=2)
 
     seed = int(options.split_seed if options.split_seed is not None else request.seed)
     parts = split_indices(table, options.split, seed, options.val_fraction)
