@@ -22,6 +22,38 @@ them takes (``--set dataset.KEY=VALUE`` or ``--set <name>.KEY=VALUE``):
 - ``skip_missing``: an image listed in the metadata but absent is an error naming it; ``true`` drops such
   rows instead (the count is reported with ``warnings.warn``).
 
+Per dataset (class order = label index; the publisher's layout is printed by every "not found" error):
+
+- ``aptos``: ``train.csv`` (``id_code``, ``diagnosis`` 0-4) and ``train_images/<id_code>.png``; classes
+  no DR, mild, moderate, severe, proliferative DR. The Kaggle test set has no labels, so there is no
+  ``official`` protocol (default ``iois``). ``crop_border=true`` crops each photograph to the bounding box
+  of its pixels brighter than 7 (the black border around the retina) before resizing.
+- ``ham10000``: ``HAM10000_metadata.csv`` (or Dataverse's ``.tab``; columns ``lesion_id``, ``image_id``,
+  ``dx``); images ``<image_id>.jpg`` in ``HAM10000_images_part_1/`` and ``_part_2/``, or in one folder
+  (``HAM10000_images/``, ``images/``, the root, the folders named by option ``image_dirs``, and failing all
+  of these every sub-folder of the root). Classes akiec, bcc, bkl, df, mel, nv, vasc (alphabetical, as
+  DermaMNIST). No official split; default ``grouped`` by ``lesion_id``.
+- ``isic2018``: Task 3 ground truth (``image`` + one-hot MEL, NV, BCC, AKIEC, BKL, DF, VASC: that is the
+  class order) and ``*_Input/`` folders for Training, Validation and Test. ``official`` = Training /
+  Validation / Test (needs the Test ground truth; without the Validation files, val is drawn from
+  Training). ``grouped`` needs ``ISIC2018_Task3_Training_LesionGroupings.csv``.
+- ``chexpert``: ``CheXpert-v1.0-small/`` or ``CheXpert-v1.0/`` with ``train.csv`` / ``valid.csv``; the CSV's
+  ``Path`` is resolved inside that folder and may not leave it. A binary task: class 1 = option
+  ``positive`` (default Pleural Effusion), class 0 = option ``negative`` (default No Finding); an image
+  is kept when exactly one of the two is 1 (Favero et al.'s "Pleural Effusion XOR No Finding"), from
+  frontal views (``views``) of each patient's first study (``first_study_only``). ``negative=""`` makes
+  class 0 every image whose positive finding is not 1. Blank labels count as 0. Uncertain (-1) labels of
+  the two findings follow ``uncertain``: ``exclude`` (default: drop the image; with the XOR task this is
+  what the literal rule does), ``zeros`` (U-Zeros: -1 -> 0) or ``ones`` (U-Ones: -1 -> 1) (Irvin et al.).
+  ``official``: test = ``valid.csv`` (radiologist labels), val drawn from ``train.csv`` by patient;
+  ``grouped`` keeps each patient (``patientNNNNN`` in ``Path``) on one side.
+- ``bone-marrow``: one folder per class abbreviation (ABE, ART, BAS, BLA, EBO, EOS, FGC, HAC, KSC, LYI,
+  LYT, MMZ, MON, MYB, NGB, NGS, NIF, OTH, PEB, PLM, PMO: that order), images at any depth below it,
+  optionally under ``BM_cytomorphology_data/``. ``classes`` picks a subset (kept in this order);
+  ``max_per_class`` caps each class (171k images in all). A class without images is a warning.
+- ``imagefolder``: ``root/<class>/<image>`` (classes alphabetical), or ``root/train|val|test/<class>/``
+  for ``split=official``; option ``root`` and ``channels`` (1 or 3).
+
 Pixels: grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images are converted to the dataset's
 channels; 16-bit values are scaled by 255/65535. Decoded arrays are cached under ``--cache-dir`` keyed by
 the image and metadata files (path, size, modification time), the decoding options and the protocol.

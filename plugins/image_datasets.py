@@ -236,11 +236,14 @@ def decode_image(path: Path, size: int, channels: int, fit: str = "crop", crop_b
     return fit_square(array, size, fit)
 
 
-def decode_all(paths: list[Path], out: np.ndarray, **kwargs) -> None:
+def decode_all(paths: list[Path], out: np.ndarray, chunk: int = 256, **kwargs) -> None:
+    """Decode ``paths`` into ``out`` (PIL releases the GIL while decoding: a few threads help)."""
     workers = max(1, min(4, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        for i, image in enumerate(pool.map(lambda p: decode_image(p, **kwargs), paths)):
-            out[i] = image
+        for start in range(0, len(paths), chunk):
+            batch = paths[start: start + chunk]
+            for i, image in enumerate(pool.map(lambda p: decode_image(p, **kwargs), batch)):
+                out[start + i] = image
 
 
 def decoded_pool(cache_dir: Path, name: str, key: str, paths: list[Path], shape: tuple[int, int, int],
@@ -441,6 +444,9 @@ def _ham_table(request) -> Table:
     folders = [safe_join(root, d, "option image_dirs") if d != "." else root for d in dirs]
     folders = [f for f in folders if f.is_dir()]
     index = index_images(folders)
+    if not index and not request.options.image_dirs:  # one folder of images under any other name
+        folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        index = index_images(folders)
     where = ", ".join(f"{f}/" for f in folders) or f"{root}/ (no image folder found)"
     files, labels, ids, groups = [], [], [], []
     for r, row in enumerate(rows, start=2):

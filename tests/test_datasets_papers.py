@@ -248,6 +248,27 @@ def test_ham10000_reads_both_parts_and_grouped_split_keeps_lesions_together(tmp_
     assert data.protocol == "grouped" and all_rows(data) == 70
 
 
+def test_ham10000_tab_metadata_and_one_folder_of_images_under_any_name(tmp_path):
+    root = tmp_path / "ham10000"
+    rows = make_ham(root, per_class=3)
+    (root / "all").mkdir()
+    for part in ("HAM10000_images_part_1", "HAM10000_images_part_2"):
+        for f in (root / part).iterdir():
+            f.rename(root / "all" / f.name)
+        (root / part).rmdir()
+    (root / "HAM10000_metadata.csv").unlink()
+    with open(root / "HAM10000_metadata.tab", "w") as f:  # the Harvard Dataverse download: tab-separated
+        f.write("lesion_id\timage_id\tdx\n" + "".join(f'"{r[0]}"\t"{r[1]}"\t"{r[2]}"\n' for r in rows))
+    data = D.load_ham10000(request(P.HAM10000Options, tmp_path, tmp_path / "c", size=8, split="iois"))
+    assert all_rows(data) == 21
+    for split in (data.train, data.val, data.test):
+        np.testing.assert_array_equal(colour_labels(split.images), split.labels)
+    with pytest.raises(HarnessError, match=r"(?s)ISIC_000000.jpg listed in .*HAM10000_metadata.tab was not found "
+                                           r"\(looked in .*elsewhere/\)"):
+        (root / "elsewhere").mkdir()
+        D.load_ham10000(request(P.HAM10000Options, tmp_path, tmp_path / "c", size=8, image_dirs=["elsewhere"]))
+
+
 def test_grouped_stratified_split_on_the_full_official_metadata():
     root = shared_ham()
     rows = list(csv.DictReader(open(root / "HAM10000_metadata.csv")))
