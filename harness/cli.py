@@ -50,6 +50,7 @@ def main(ctx: click.Context, plugins: tuple[str, ...], blocked: tuple[str, ...])
     harness list methods                          what is registered, and by which plugin
     harness plugins                               installed plugins, versions and hooks
     harness leaderboard runs/synthetic            rank the results of a run
+    harness report runs/synthetic --out site      publish it: Markdown, HTML and Parquet
     """
     ctx.ensure_object(dict)
     ctx.obj["plugins"] = tuple(plugins)
@@ -84,10 +85,12 @@ def main(ctx: click.Context, plugins: tuple[str, ...], blocked: tuple[str, ...])
 @click.option("--ray-storage", type=click.Path(path_type=Path),
               help="ray: where Ray keeps its own experiment state (default ~/ray_results).")
 @click.option("--dry-run", is_flag=True, help="List the trials (and whether each is done) without running them.")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help="Also load this plugin module.")
+@click.option("--block-plugin", "blocked", multiple=True, metavar="NAME", help="Do not load this plugin.")
 @click.pass_context
 def run(ctx, config_file, methods, datasets, samplers, seeds, profile, overrides, data_dir, runs_dir, experiment,
         executor, device, threads, no_onnx, cpus_per_trial, gpus_per_trial, max_concurrent, address, ray_storage,
-        dry_run):
+        dry_run, plugins, blocked):
     """Run methods x datasets x samplers x seeds, then print the leaderboard.
 
     Finished trials are skipped, so running the same command again resumes an interrupted run.
@@ -99,6 +102,8 @@ def run(ctx, config_file, methods, datasets, samplers, seeds, profile, overrides
     from harness.runner import RunSettings
     from harness.trial import Experiment, expand
 
+    ctx.obj["plugins"] += tuple(plugins)
+    ctx.obj["blocked"] += tuple(blocked)
     override_table = parse_overrides(list(overrides))
     if config_file is not None:
         from harness.experiment_config import merge_overrides
@@ -131,6 +136,7 @@ def run(ctx, config_file, methods, datasets, samplers, seeds, profile, overrides
     if dry_run:
         _print_trials(trials, Path(runs_dir))
         return
+    _record_experiment(Path(runs_dir) / name, exp, _command_line(click.get_current_context()))
     if executor == "ray":
         from harness.executors.ray import RayOptions, run_ray
 
@@ -149,6 +155,10 @@ def run(ctx, config_file, methods, datasets, samplers, seeds, profile, overrides
                f"Leaderboard: {root / 'leaderboard.md'}")
     for key in summary.failed:
         click.echo(f"  failed: {key}: {summary.errors.get(key, '')} (see {root / key / 'result.json'})", err=True)
+    from harness.report import write_report
+
+    written = write_report(root, root / "report")
+    click.echo(f"Report: {written['index.html']} (and leaderboard.md, results.parquet next to it)")
     sys.exit(summary.exit_code)
 
 
@@ -183,6 +193,57 @@ def _print_trials(trials, runs_dir: Path) -> None:
     for trial in trials:
         done = ResultStore(runs_dir / trial.experiment).is_done(trial.key)
         click.echo(f"{'done' if done else 'todo'}  {trial.key}  {trial.label()}  {json.dumps(trial.config, sort_keys=True)}")
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The command line that reproduces this invocation: every argument and every option not left at its
+    default (rebuilt from the parsed parameters, so it is right under a test runner too)."""
+    import shlex
+
+    from click.core import ParameterSource
+
+    def args(context: click.Context) -> list[str]:
+        out: list[str] = []
+        for param in context.command.params:
+            value = context.params.get(param.name)
+            if isinstance(param, click.Argument):
+                out.append(str(value))
+                continue
+            if context.get_parameter_source(param.name) in (ParameterSource.DEFAULT, None) or value is None:
+                continue
+            flag = max(param.opts, key=len)
+            if getattr(param, "is_flag", False):
+                out += [flag] if value else []
+            elif getattr(param, "multiple", False):
+                for item in value:
+                    out += [flag, str(item)]
+            else:
+                out += [flag, str(value)]
+        return out
+
+    parent = args(ctx.parent) if ctx.parent is not None else []
+    return shlex.join(["harness", *parent, ctx.info_name, *args(ctx)])
+
+
+def _record_experiment(root: Path, exp, command: str) -> None:
+    """``RUNS_DIR/EXPERIMENT/experiment.json``: the command lines that produced the experiment (kept
+    across resumed or extended runs), for reports to say how to reproduce them."""
+    from harness import __version__
+    from harness.runner import git_commit
+    from harness.store import atomic_write_json
+
+    path = root / "experiment.json"
+    try:
+        previous = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, json.JSONDecodeError):
+        previous = {}
+    commands = [c for c in previous.get("commands", []) if c != command] + [command]
+    atomic_write_json(path, {
+        "name": exp.name, "command": command, "commands": commands, "methods": list(exp.methods),
+        "datasets": list(exp.datasets), "samplers": list(exp.samplers), "seeds": list(exp.seeds),
+        "profile": exp.profile, "overrides": exp.overrides, "harness_version": __version__,
+        "git_commit": git_commit(),
+    })
 
 
 @main.command()
@@ -347,6 +408,28 @@ def leaderboard_cmd(runs_dir):
     click.echo(leaderboard.to_text(board))
     click.echo(f"Written: {runs_dir / 'leaderboard.md'}" + ("" if board.is_empty() else
                                                             f", {runs_dir / 'leaderboard.parquet'}"))
+
+
+@main.command("report")
+@click.argument("runs_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Output folder (default: RUNS_DIR/report).")
+@click.option("--title", help="Page title (default: 'Leaderboard: <RUNS_DIR name>').")
+@click.option("--bootstrap", type=click.IntRange(min=100), default=2000, show_default=True,
+              help="Paired bootstrap resamples.")
+@click.pass_context
+def report_cmd(ctx, runs_dir, out_dir, title, bootstrap):
+    """Publish the results under RUNS_DIR: leaderboard.md, a self-contained index.html, results.parquet.
+
+    Mean and 95% CI over seeds, paired tests (bootstrap of Macro-F1, McNemar) against the top method,
+    per-class recall, confusion matrices and the Macro-F1 / latency Pareto front.
+    """
+    from harness.report import write_report
+
+    written = write_report(runs_dir, out_dir or runs_dir / "report", title=title,
+                           report_command=_command_line(ctx), replicates=bootstrap)
+    for path in written.values():
+        click.echo(f"Written: {path}")
 
 
 if __name__ == "__main__":
