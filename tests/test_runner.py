@@ -61,8 +61,8 @@ def test_resume_skips_finished_trials(tmp_path, cli):
     assert second.output.count("done already, skipped") == 2
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("result.json")} == mtimes
     # a third seed is the only new work
-    third = cli(*args[:5], "0,1,2", *args[6:])
-    assert third.output.count("skipped") == 2 and len(list(runs.rglob("result.json"))) == 3
+    third = cli(*args[:6], "0,1,2", *args[7:])
+    assert third.output.count("done already, skipped") == 2 and len(list(runs.rglob("result.json"))) == 3
 
 
 def test_failed_trial_is_recorded_and_others_go_on(tmp_path, cli):

@@ -13,7 +13,8 @@ from harness.store import ResultStore
 from harness.trial import Trial
 
 
-def run_local(trials: list[Trial], settings: RunSettings, *, out=sys.stdout) -> RunSummary:
+def run_local(trials: list[Trial], settings: RunSettings, *, out=None) -> RunSummary:
+    out = out or sys.stdout
     manager, registry = cached_plugins(tuple(settings.plugins), tuple(settings.blocked))
     summary = RunSummary()
     total = len(trials)
