@@ -377,6 +377,8 @@ def list_(ctx, kind, as_json):
             if k == "datasets":
                 click.echo(f"  {'':<18} {len(entry['classes'])} classes, {entry['modality']}; "
                            f"licence: {entry['license']}")
+                if entry["source"]:
+                    click.echo(f"  {'':<18} citation: {entry['source']}")
         click.echo("")
 
 
