@@ -19,7 +19,6 @@ import csv
 import dataclasses
 import os
 import re
-import shutil
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -332,7 +331,7 @@ def split_indices(table: Table, protocol: str, seed: int, val_fraction: float) -
         sub_groups = groups[train] if groups is not None else None
         keep, val = _split(labels[train], sub_groups, (1 - val_fraction, val_fraction), seed + 7919)
         parts["train"], parts["val"] = train[keep], train[val]
-    for s in ("val", "test"):
+    for s in ("val",) if protocol == "official" else ("val", "test"):  # an official test set is never made up
         if len(parts[s]) == 0 and len(parts["train"]) > 1:
             _move_one(parts, s, labels, groups, seed)
     for s in ("train", "val", "test"):
@@ -395,11 +394,6 @@ def prepare(request, table: Table, channels: int, protocols: tuple[str, ...], cr
         return DataSplits(**splits, classes=table.classes, name=table.name, protocol=options.split)
 
     return cached_splits(request.cache_dir, table.name, key, build)
-
-
-def clear_pools(cache_dir: Path, name: str) -> None:
-    """Remove a dataset's cached arrays (all keys)."""
-    shutil.rmtree(Path(cache_dir) / name, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------- APTOS
