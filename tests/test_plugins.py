@@ -161,3 +161,30 @@ def test_readme_example_plugin_installs_lists_and_runs(tmp_path, monkeypatch, cl
     # a real classifier: clearly better than chance (1/7) on the easily separable variant
     assert record["metrics"]["balanced_accuracy"] > 0.3, record["metrics"]
     sys.modules.pop("harness_example_plugin", None)
+
+
+def test_trial_finished_observer_sees_ok_and_failed_trials(tmp_path):
+    from harness.latency import LatencySettings
+    from harness.runner import RunSettings, run_trial
+    from harness.trial import Experiment, expand
+    from tests import failing_plugin
+
+    seen = []
+
+    class Observer:
+        @hookimpl
+        def trial_finished(self, result):  # a subset of the hook's arguments is fine
+            seen.append((result["method"], result["status"]))
+
+        @hookimpl
+        def register_methods(self, register):
+            raise RuntimeError("an observer's other hook failing must not matter")
+
+    manager = load_plugins(objects=[("failing", failing_plugin), ("observer", Observer())])
+    registry = manager.build_registry()
+    exp = Experiment(methods=("constant", "always-fails"), datasets=("synthetic",), profile="smoke",
+                     overrides={"synthetic": {"size": 16, "n_train": 70, "n_val": 35, "n_test": 35}})
+    settings = RunSettings(runs_dir=tmp_path, latency=LatencySettings(onnx=False))
+    for trial in expand(exp, registry):
+        run_trial(trial, settings, registry=registry, manager=manager, reporter=lambda **_: None)
+    assert seen == [("constant", "ok"), ("always-fails", "failed")]
