@@ -150,6 +150,40 @@ def test_seeds_with_other_test_images_are_not_paired(tmp_path):
     assert detail.comparison["unpaired_seeds"] == [0, 1]
 
 
+def test_each_dataset_has_its_own_top_and_front(tmp_path):
+    root = tmp_path / "two"
+    y = _labels()
+    write_trial(root, "a", 0, y.copy(), 3.0, dataset="d1")
+    write_trial(root, "b", 0, _noisy(y, 0.5, 1), 1.0, dataset="d1")
+    write_trial(root, "a", 0, _noisy(y, 0.4, 2), 3.0, dataset="d2", sampler="-")
+    write_trial(root, "b", 0, y.copy(), 4.0, dataset="d2", sampler="-")
+    board = summarise(root, replicates=200).board
+    rows = {(r["dataset"], r["method"]): r for r in board.iter_rows(named=True)}
+    assert board["dataset"].to_list() == ["d1", "d1", "d2", "d2"]
+    assert rows[("d1", "a")]["is_top"] and rows[("d1", "b")]["top_method"] == "a"
+    assert rows[("d2", "b")]["is_top"] and rows[("d2", "a")]["top_method"] == "b"
+    assert rows[("d1", "b")]["pareto"] and rows[("d1", "a")]["pareto"]  # faster / better within d1
+    assert rows[("d2", "a")]["pareto"] and rows[("d2", "b")]["pareto"]
+    assert rows[("d2", "a")]["f1_diff"] == pytest.approx(_f1(y, _noisy(y, 0.4, 2)) - 1.0)
+
+
+def test_harness_run_writes_the_report_and_its_command(tmp_path, cli):
+    from tests.conftest import TINY
+
+    runs = tmp_path / "runs"
+    result = cli("--plugin", "tests.failing_plugin", "run", "--methods", "constant", "--seeds", "0,1",
+                 "--runs-dir", str(runs), "--profile", "smoke", "--no-onnx", *TINY)
+    assert result.exit_code == 0, result.output
+    report = runs / "synthetic" / "report"
+    assert f"Report: {report / 'index.html'}" in result.output
+    assert {"index.html", "leaderboard.md", "results.parquet"} <= {p.name for p in report.iterdir()}
+    record = json.loads((runs / "synthetic" / "experiment.json").read_text())
+    assert record["command"] == ("harness --plugin tests.failing_plugin run --methods constant --seeds 0,1 "
+                                 "--profile smoke " + " ".join(TINY) + f" --runs-dir {runs} --no-onnx")
+    md = (report / "leaderboard.md").read_text()
+    assert record["command"] in md and "| 1 | constant | - | 2 |" in md
+
+
 # ---------------------------------------------------------------- files
 
 
