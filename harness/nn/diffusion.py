@@ -1,0 +1,193 @@
+"""Diffusion maths shared by the image-diffusion methods: noising, prediction types, samplers, guidance.
+
+Everything is written in the (alpha, sigma) form of a variance-preserving process,
+``z_t = alpha_t x_0 + sigma_t eps`` with ``alpha_t^2 + sigma_t^2 = 1``, so it serves discrete schedules
+(``alpha_t = sqrt(alpha-bar_t)``) and continuous log-SNR schedules alike. ``alpha`` and ``sigma`` may be
+scalars or per-sample tensors of shape (B,); they are broadcast over the image dimensions.
+
+Prediction types (Salimans & Ho 2022, Sec. 4): ``eps`` (noise), ``x0`` (clean image) and
+``v = alpha eps - sigma x_0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def _b(coef, like: torch.Tensor) -> torch.Tensor:
+    """Broadcast a scalar or (B,) coefficient over the trailing dimensions of ``like``."""
+    coef = torch.as_tensor(coef, dtype=like.dtype, device=like.device)
+    return coef.reshape(coef.shape + (1,) * (like.dim() - coef.dim())) if coef.dim() else coef
+
+
+def q_sample(x0: torch.Tensor, alpha, sigma, noise: torch.Tensor) -> torch.Tensor:
+    """Forward noising q(z_t | x_0): z_t = alpha_t x_0 + sigma_t eps (Ho et al. 2020, Eq. 4)."""
+    return _b(alpha, x0) * x0 + _b(sigma, x0) * noise
+
+
+# ------------------------------------------------------------------------------- prediction types
+
+
+def eps_to_x0(z: torch.Tensor, eps: torch.Tensor, alpha, sigma) -> torch.Tensor:
+    """x_0 = (z - sigma eps) / alpha (Ho et al. 2020, Eq. 15)."""
+    return (z - _b(sigma, z) * eps) / _b(alpha, z)
+
+
+def x0_to_eps(z: torch.Tensor, x0: torch.Tensor, alpha, sigma) -> torch.Tensor:
+    """eps = (z - alpha x_0) / sigma."""
+    return (z - _b(alpha, z) * x0) / _b(sigma, z)
+
+
+def v_target(x0: torch.Tensor, eps: torch.Tensor, alpha, sigma) -> torch.Tensor:
+    """v = alpha eps - sigma x_0 (Salimans & Ho 2022, Sec. 4)."""
+    return _b(alpha, x0) * eps - _b(sigma, x0) * x0
+
+
+def v_to_eps(z: torch.Tensor, v: torch.Tensor, alpha, sigma) -> torch.Tensor:
+    """eps = sigma z + alpha v (Favero et al.: eps-hat = sigma z + alpha v-hat)."""
+    return _b(sigma, z) * z + _b(alpha, z) * v
+
+
+def v_to_x0(z: torch.Tensor, v: torch.Tensor, alpha, sigma) -> torch.Tensor:
+    """x_0 = alpha z - sigma v (Salimans & Ho 2022, Sec. 4)."""
+    return _b(alpha, z) * z - _b(sigma, z) * v
+
+
+def to_eps(prediction: str, z: torch.Tensor, out: torch.Tensor, alpha, sigma) -> torch.Tensor:
+    """Convert a network output of type ``prediction`` ("eps" | "x0" | "v") to an eps prediction."""
+    if prediction == "eps":
+        return out
+    if prediction == "v":
+        return v_to_eps(z, out, alpha, sigma)
+    if prediction == "x0":
+        return x0_to_eps(z, out, alpha, sigma)
+    raise ValueError(f"prediction must be 'eps', 'x0' or 'v'; found {prediction!r}")
+
+
+# -------------------------------------------------------------------------------------- samplers
+
+
+def ancestral_step(z_t, x0_hat, alpha_t, sigma_t, alpha_s, sigma_s, noise=None) -> torch.Tensor:
+    """One ancestral (DDPM) step from time t to an earlier time s < t: a draw from q(z_s | z_t, x_0 = x0_hat).
+
+    With alpha_{t|s} = alpha_t / alpha_s and sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2
+    (Kingma et al. 2021, Eqs. 2-3), the posterior is
+        mean = alpha_{t|s} sigma_s^2 / sigma_t^2 z_t + alpha_s sigma_{t|s}^2 / sigma_t^2 x_0,
+        var  = sigma_{t|s}^2 sigma_s^2 / sigma_t^2,
+    which for a discrete schedule is Ho et al. 2020, Eqs. 6-7. ``noise=None`` returns the mean.
+    """
+    a_t, s_t, a_s, s_s = (_b(c, z_t) for c in (alpha_t, sigma_t, alpha_s, sigma_s))
+    a_ts = a_t / a_s
+    var_ts = s_t**2 - a_ts**2 * s_s**2
+    mean = a_ts * s_s**2 / s_t**2 * z_t + a_s * var_ts / s_t**2 * x0_hat
+    if noise is None:
+        return mean
+    return mean + (var_ts * s_s**2 / s_t**2).clamp(min=0).sqrt() * noise
+
+
+def ddpm_step(x_t, eps_hat, t: int, alphas_cumprod: torch.Tensor, noise=None, clip: float | None = 1.0):
+    """Ancestral DDPM step t -> t-1 on a discrete schedule (Ho et al. 2020, Algorithm 2, via Eq. 7).
+
+    ``t`` is an index into ``alphas_cumprod``; at t = 0 the clean estimate x0_hat is returned.
+    """
+    abar_t = alphas_cumprod[t]
+    a_t, s_t = abar_t.sqrt(), (1 - abar_t).sqrt()
+    x0_hat = eps_to_x0(x_t, eps_hat, a_t, s_t)
+    if clip is not None:
+        x0_hat = x0_hat.clamp(-clip, clip)
+    if t == 0:
+        return x0_hat
+    abar_s = alphas_cumprod[t - 1]
+    return ancestral_step(x_t, x0_hat, a_t, s_t, abar_s.sqrt(), (1 - abar_s).sqrt(), noise)
+
+
+def ddim_step(z_t, eps_hat, alpha_t, sigma_t, alpha_s, sigma_s, eta: float = 0.0, noise=None,
+              clip: float | None = None) -> torch.Tensor:
+    """DDIM step t -> s (Song et al. 2021, Eq. 12), with
+    sigma_eta = eta sqrt((1 - abar_s)/(1 - abar_t)) sqrt(1 - abar_t/abar_s)  (their Eq. 16):
+
+        z_s = alpha_s x0_hat + sqrt(sigma_s^2 - sigma_eta^2) eps_hat + sigma_eta noise.
+
+    eta = 0 is deterministic (``noise`` is then ignored); eta = 1 is the ancestral DDPM step.
+    """
+    a_t, s_t, a_s, s_s = (_b(c, z_t) for c in (alpha_t, sigma_t, alpha_s, sigma_s))
+    x0_hat = eps_to_x0(z_t, eps_hat, a_t, s_t)
+    if clip is not None:
+        x0_hat = x0_hat.clamp(-clip, clip)
+        eps_hat = x0_to_eps(z_t, x0_hat, a_t, s_t)
+    sigma_eta = eta * (s_s**2 / s_t**2).sqrt() * (1 - a_t**2 / a_s**2).clamp(min=0).sqrt()
+    z_s = a_s * x0_hat + (s_s**2 - sigma_eta**2).clamp(min=0).sqrt() * eps_hat
+    if eta > 0:
+        if noise is None:
+            raise ValueError("ddim_step with eta > 0 needs a noise tensor")
+        z_s = z_s + sigma_eta * noise
+    return z_s
+
+
+def respace(num_steps: int, num_sample_steps: int) -> torch.Tensor:
+    """Evenly spaced subset of the timesteps 0 ... T-1, descending, always ending at 0 (Nichol & Dhariwal 2021,
+    Sec. 4: sampling with K < T steps)."""
+    if not 1 <= num_sample_steps <= num_steps:
+        raise ValueError(f"num_sample_steps must be in 1..{num_steps}; found {num_sample_steps}")
+    steps = torch.linspace(0, num_steps - 1, num_sample_steps).round().long()
+    return steps.flip(0)
+
+
+def respaced_betas(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """Betas of the respaced chain: beta_i = 1 - abar_{t_i} / abar_{t_{i-1}} over ascending ``timesteps``
+    (Nichol & Dhariwal 2021, Sec. 4), so the respaced chain has the same alpha-bar at the kept steps."""
+    abar = alphas_cumprod[timesteps.sort().values]
+    prev = torch.cat([abar.new_ones(1), abar[:-1]])
+    return 1 - abar / prev
+
+
+# -------------------------------------------------------------------------------------- guidance
+
+
+def cfg_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float) -> torch.Tensor:
+    """Classifier-free guidance (Ho & Salimans 2022, Eq. 6): eps~ = (1 + w) eps_c - w eps_null."""
+    return (1 + w) * eps_cond - w * eps_uncond
+
+
+def classifier_log_prob_grad(classifier: Callable[..., torch.Tensor], x_t: torch.Tensor, y: torch.Tensor,
+                             *args, **kwargs) -> torch.Tensor:
+    """grad_{x_t} log p(y | x_t) of any classifier returning logits (B, K) (Dhariwal & Nichol 2021, Sec. 4).
+
+    Extra ``args``/``kwargs`` are passed to the classifier (e.g. the timestep of a noise-aware classifier).
+    """
+    with torch.enable_grad():
+        x = x_t.detach().requires_grad_(True)
+        log_probs = torch.log_softmax(classifier(x, *args, **kwargs), dim=1)
+        selected = log_probs.gather(1, y.view(-1, 1).long()).sum()
+        return torch.autograd.grad(selected, x)[0]
+
+
+def classifier_guided_eps(eps: torch.Tensor, grad: torch.Tensor, sigma, scale: float) -> torch.Tensor:
+    """Score correction for DDIM (Dhariwal & Nichol 2021, Algorithm 2 / Eq. 14):
+    eps-hat = eps - sqrt(1 - abar_t) s grad log p(y | x_t), with sigma_t = sqrt(1 - abar_t)."""
+    return eps - _b(sigma, eps) * scale * grad
+
+
+# --------------------------------------------------------------------------------- loss weights
+
+
+def min_snr_weight(logsnr: torch.Tensor, gamma: float = 5.0, prediction: str = "eps") -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023, Eq. 8/Sec. 3.4) for the loss written on ``prediction``:
+    eps: min(snr, gamma) / snr;  x0: min(snr, gamma);  v: min(snr, gamma) / (snr + 1)."""
+    snr = logsnr.exp()
+    clipped = snr.clamp(max=gamma)
+    if prediction == "eps":
+        return clipped / snr
+    if prediction == "x0":
+        return clipped
+    if prediction == "v":
+        return clipped / (snr + 1)
+    raise ValueError(f"prediction must be 'eps', 'x0' or 'v'; found {prediction!r}")
+
+
+def favero_min_snr_weight(logsnr: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
+    """The weight of Favero et al. 2025 (brief Sec. 3.4) on the eps-space error of a v-prediction model:
+    w = 1 / (1 + min(e^lambda, gamma))."""
+    return 1.0 / (1.0 + logsnr.exp().clamp(max=gamma))
