@@ -216,8 +216,9 @@ def plugin_env() -> dict[str, str]:
 
 
 def run_ray(trials: list[Trial], settings: RunSettings, options: RayOptions | None = None, *,
-            out=sys.stdout) -> RunSummary:
+            out=None) -> RunSummary:
     """Run ``trials`` as Ray Tune trials; skip those already done; return what happened."""
+    out = out or sys.stdout
     options = options or RayOptions()
     check_address(options.address)  # a wrong address is an error even when nothing is left to run
     summary = RunSummary()
