@@ -15,6 +15,7 @@ import hashlib
 import html
 import json
 import math
+import os
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
@@ -246,7 +247,8 @@ def pareto_svg(rows: Sequence[dict], title: str, standalone: bool = False) -> st
     out = [f'<svg{ns} class="plot" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
            f'aria-label="{esc("Macro-F1 against latency: " + title)}" font-family="system-ui, sans-serif" '
            'font-size="12">', f'<rect width="{width}" height="{height}" fill="#fff"/>',
-           f'<text x="{left}" y="20" font-size="14" font-weight="600">{esc(title)}: Macro-F1 against latency</text>']
+           f'<text x="{left}" y="20" font-size="14" font-weight="600">{esc(title[:40])}: Macro-F1 against latency'
+           '</text>']
     if not points:
         out += [f'<text x="{left}" y="{height / 2}" fill="#555">No latency recorded.</text>', "</svg>"]
         return "\n".join(out)
@@ -260,7 +262,7 @@ def pareto_svg(rows: Sequence[dict], title: str, standalone: bool = False) -> st
         pad = (max(xs) - min(xs)) * 0.08 or max(abs(max(xs)) * 0.1, 0.01)
         x_lo, x_hi = max(0.0, min(xs) - pad), max(xs) + pad
         ticks_x = _nice_ticks(x_lo, x_hi)
-    pad_y = (max(ys) - min(ys)) * 0.1 or 0.05
+    pad_y = max((max(ys) - min(ys)) * 0.1, 0.01)  # never stretch a tiny difference over the whole axis
     y_lo, y_hi = max(0.0, min(ys) - pad_y), min(1.0, max(ys) + pad_y)
     if y_hi <= y_lo:
         y_lo, y_hi = y_lo - 0.05, y_hi + 0.05
@@ -311,9 +313,9 @@ def pareto_svg(rows: Sequence[dict], title: str, standalone: bool = False) -> st
                    f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{"#2563eb" if on else "#bbb"}" stroke="#333" '
                    f'stroke-width="0.7"/><text x="{x + 7:.1f}" y="{y + 4:.1f}" fill="#222">{esc(name[:28])}</text>'
                    '</g>')
-    out.append(f'<g transform="translate({left + plot_w + 14} {top + plot_h - 24})"><circle r="5" fill="#2563eb"/>'
-               '<text x="9" y="4">Pareto front</text><circle cy="18" r="5" fill="#bbb"/>'
-               '<text x="9" y="22">dominated</text></g>')
+    out.append(f'<g transform="translate({width - 190} 16)"><circle r="5" fill="#2563eb"/>'
+               '<text x="9" y="4">Pareto front</text><circle cx="100" r="5" fill="#bbb"/>'
+               '<text x="109" y="4">dominated</text></g>')
     out.append("</svg>")
     return "\n".join(out)
 
@@ -538,7 +540,8 @@ def _confusion_html(detail: GroupDetail) -> str:
             share = cm[i, j] / rows_sum[i] if rows_sum[i] else 0.0
             cells.append(f'<td style="background: rgba(37, 99, 235, {share * 0.85:.3f}); color: '
                          f'{"#fff" if share > 0.55 else "#111"}">{int(cm[i, j])}</td>')
-        body.append(f'<tr><th scope="row" title="{esc(name)}">{i} {esc(name[:18])}</th>{"".join(cells)}</tr>')
+        label = f"{i} {name[:18]}" if name != str(i) else name
+        body.append(f'<tr><th scope="row" title="{esc(name)}">{esc(label)}</th>{"".join(cells)}</tr>')
     return ("<div><h4>Confusion matrix (rows: true, columns: predicted; pooled over seeds)</h4>"
             f'<table class="cm"><thead><tr><th></th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
 
@@ -632,4 +635,8 @@ def write_report(runs_dir: Path | str, out_dir: Path | str, *, title: str | None
     if not summary.board.is_empty():
         atomic_write_parquet(out_dir / "results.parquet", summary.board)
         written["results.parquet"] = out_dir / "results.parquet"
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in written.values():  # atomic writes create 0600 files; a published report is world-readable
+        path.chmod(0o666 & ~mask)
     return written
