@@ -157,8 +157,12 @@ def run(ctx, config_file, methods, datasets, samplers, seeds, profile, overrides
         click.echo(f"  failed: {key}: {summary.errors.get(key, '')} (see {root / key / 'result.json'})", err=True)
     from harness.report import write_report
 
-    written = write_report(root, root / "report")
-    click.echo(f"Report: {written['index.html']} (and leaderboard.md, results.parquet next to it)")
+    try:
+        written = write_report(root, root / "report")
+        click.echo(f"Report: {written['index.html']} (and leaderboard.md, results.parquet next to it)")
+    except Exception as exc:  # the results are safe on disk; `harness report` can be re-run on them
+        click.echo(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
+                   f"the results are in {root}; retry with `harness report {root}`", err=True)
     sys.exit(summary.exit_code)
 
 
