@@ -49,6 +49,7 @@ class DiffClfConfig(TrainConfig):
     base_d: int = 64  # schedule shift 2 log(base_d / image_d)
     image_d: int = 256
     wavelet: bool = False  # Haar DWT input transform (12 x H/2 x W/2 for RGB)
+    resolution: int = 0  # 0: the data's size; else images are area-resized to this size for the diffusion model
     ema_decay: float = 0.999
     ema_every: int = 5
     ema_start: int = 50
@@ -68,11 +69,11 @@ class DiffClfConfig(TrainConfig):
 
 
 PROFILES = {
-    "smoke": {"epochs": 2, "batch_size": 32, "lr": 2e-3, "channels": 8, "channel_mult": (1, 2), "emb_dim": 32,
+    "smoke": {"epochs": 2, "batch_size": 32, "lr": 2e-3, "image_d": 28, "channels": 8, "channel_mult": (1, 2), "emb_dim": 32,
               "votes": 4, "val_votes": 2, "eval_every": 1, "warmup_steps": 2, "ema_decay": 0.9, "ema_every": 1,
               "ema_start": 2, "cf_steps": 4, "explain_per_class": 1},
-    "cpu": {"epochs": 12, "batch_size": 32, "lr": 2e-3, "channels": 16, "channel_mult": (1, 2), "emb_dim": 64,
-            "wavelet": True, "votes": 51, "val_votes": 5, "eval_every": 4, "warmup_steps": 20, "ema_decay": 0.99,
+    "cpu": {"epochs": 16, "batch_size": 32, "lr": 2e-3, "channels": 16, "channel_mult": (1, 2), "emb_dim": 64,
+            "wavelet": True, "resolution": 14, "image_d": 28, "votes": 51, "val_votes": 5, "eval_every": 4, "warmup_steps": 20, "ema_decay": 0.99,
             "ema_every": 1, "ema_start": 20, "cf_steps": 25, "explain_per_class": 1},
     "paper": {"epochs": 700, "batch_size": 128, "lr": 1e-4, "channels": 128, "channel_mult": (1, 1, 2, 4, 8),
               "num_res_blocks": 2, "attention_resolutions": (16,), "emb_dim": 512, "wavelet": True, "votes": 501,

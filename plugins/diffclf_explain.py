@@ -19,7 +19,6 @@ from PIL import Image, ImageDraw
 
 from harness.nn.diffusion import ancestral_step, cfg_eps, eps_to_x0, to_eps
 from harness.nn.schedules import alpha_sigma_from_logsnr
-from harness.nn.wavelet import haar_idwt
 from plugins.diffclf_impl import tensor_key
 
 FRACTIONS = tuple(round(f, 2) for f in np.arange(0.0, 0.95, 0.05))
@@ -73,7 +72,7 @@ def guided_reconstruction(clf, x: torch.Tensor, target: torch.Tensor, t_start: f
 
     With ``groups`` = g the batch is g equal groups that share every noise draw (paired comparisons).
     """
-    x0 = clf.transform(x)
+    x0 = clf.transform(x)  # x is already at the model's resolution: transform only applies the wavelet
 
     def randn():
         shape = (x0.shape[0] // groups, *x0.shape[1:])
@@ -94,7 +93,7 @@ def guided_reconstruction(clf, x: torch.Tensor, target: torch.Tensor, t_start: f
             z = x0_hat
         else:
             z = ancestral_step(z, x0_hat, alpha[i], sigma[i], alpha[i + 1], sigma[i + 1], randn())
-    return haar_idwt(z) if clf.wavelet else z
+    return clf.inverse(z)
 
 
 def _panel(images: list[np.ndarray], scale: int) -> Image.Image:
@@ -143,7 +142,7 @@ def make_explainer(predictor, config):
                                for c in range(clf.num_classes)]).astype(np.int64)
         if len(pick) == 0 or config.cf_steps < 1:
             return paths
-        x = predictor.to_tensor(images[pick])
+        x = clf.model_view(predictor.to_tensor(images[pick]))
         true = torch.as_tensor(labels[pick], device=x.device).long()
         others = torch.as_tensor(out["probs"][pick]).clone()
         others[torch.arange(len(pick)), true.cpu()] = -1.0

@@ -21,7 +21,7 @@ from harness.nn.diffusion import favero_min_snr_weight, q_sample, to_eps
 from harness.nn.ema import EMA
 from harness.nn.schedules import ShiftedCosineLogSNR, alpha_sigma_from_logsnr
 from harness.nn.unet import UNet
-from harness.nn.wavelet import haar_dwt
+from harness.nn.wavelet import haar_dwt, haar_idwt
 from harness.training import augment, macro_f1, make_optimizer, normalise, to_uint8_tensor
 
 # ------------------------------------------------------------------------------------------ rules
@@ -80,18 +80,28 @@ class DiffusionClassifier(nn.Module):
 
     def __init__(self, net: nn.Module, num_classes: int, *, schedule=None, votes: int = 51, rule: str = "vote",
                  prune_stages=(), prune_keep=(), prediction: str = "v", wavelet: bool = False,
-                 max_rows: int = 4096, temperature: float = 1.0, seed: int = 0):
+                 max_rows: int = 4096, temperature: float = 1.0, seed: int = 0, resolution: int = 0):
         super().__init__()
         self.net, self.num_classes, self.schedule = net, num_classes, schedule or ShiftedCosineLogSNR()
         self.votes, self.rule, self.prediction, self.wavelet = votes, rule, prediction, wavelet
+        self.resolution = resolution
         self.plan = stage_plan(votes, num_classes, prune_stages, prune_keep)
         rule_scores(torch.zeros(1, 1, 1), rule)  # validates the rule
         self.max_rows, self.temperature = max_rows, temperature
         self.generator = torch.Generator().manual_seed(seed)
         self.memo: dict[str, dict[str, torch.Tensor]] = {}  # outputs by input hash, read only by ``explain``
 
+    def model_view(self, x: torch.Tensor) -> torch.Tensor:
+        """The image at the diffusion model's resolution (area-resized when ``resolution`` is set)."""
+        return model_view(x, self.resolution)
+
     def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """Image -> the diffusion model's input space (resize, then the Haar transform if ``wavelet``)."""
+        x = self.model_view(x)
         return haar_dwt(x) if self.wavelet else x
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        return haar_idwt(z) if self.wavelet else z
 
     def class_errors(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, classes: torch.Tensor):
         """e (B, J, k) for transformed images x0 (B, ...), t (B, J), noise (B, J, ...), classes (B, k)."""
@@ -148,6 +158,12 @@ class DiffusionClassifier(nn.Module):
         return out
 
 
+def model_view(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    if resolution and x.shape[-1] != resolution:
+        return F.interpolate(x, size=(resolution, resolution), mode="area" if resolution < x.shape[-1] else "bilinear")
+    return x
+
+
 def tensor_key(x: torch.Tensor) -> str:
     return hashlib.blake2b(x.detach().float().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
 
@@ -156,6 +172,7 @@ def tensor_key(x: torch.Tensor) -> str:
 
 
 def build_unet(config, channels: int, size: int, num_classes: int) -> UNet:
+    size = config.resolution or size
     in_ch = channels * 4 if config.wavelet else channels
     return UNet(in_ch, channels=config.channels, channel_mult=tuple(config.channel_mult),
                 num_res_blocks=config.num_res_blocks, attention_resolutions=tuple(config.attention_resolutions),
@@ -186,7 +203,7 @@ def make_classifier(net, config, num_classes: int, votes: int, seed: int, rule: 
         rule=rule or config.rule, wavelet=config.wavelet, max_rows=config.max_rows,
         prune_stages=config.prune_stages if prune_stages is None else prune_stages,
         prune_keep=config.prune_keep if prune_keep is None else prune_keep,
-        temperature=config.mean_temperature, seed=seed)
+        temperature=config.mean_temperature, seed=seed, resolution=config.resolution)
 
 
 def classify(module: nn.Module, images_u8: torch.Tensor, mean, std, device: str, batch_size: int = 64) -> np.ndarray:
@@ -200,8 +217,9 @@ def classify(module: nn.Module, images_u8: torch.Tensor, mean, std, device: str,
 def fit(data, config, ctx) -> Predictor:
     torch.manual_seed(ctx.seed)
     device, k = ctx.device, data.num_classes
-    if config.wavelet and data.size % 2:
-        raise HarnessError(f"diffclf wavelet=true needs an even image size; found {data.size} px")
+    if config.wavelet and (config.resolution or data.size) % 2:
+        raise HarnessError(f"diffclf wavelet=true needs an even image size; found {config.resolution or data.size} px "
+                           "(set resolution to an even size)")
     mean = std = (0.5,) * data.channels  # images in [-1, 1] (brief Sec. 3.1)
     net = build_unet(config, data.channels, data.size, k).to(device)
     ema = EMA(net, config.ema_decay, config.ema_every, config.ema_start)
@@ -226,6 +244,7 @@ def fit(data, config, ctx) -> Predictor:
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * factor
             x = augment(normalise(train_x[idx].to(device), mean, std), config, generator)
+            x = model_view(x, config.resolution)
             x = haar_dwt(x) if config.wavelet else x
             loss = diffusion_loss(net, x, train_y[idx].to(device), schedule, config, generator, k)
             optimizer.zero_grad(set_to_none=True)
