@@ -1,0 +1,133 @@
+"""Inference latency of DiffMIC (issue 6) next to ResNet-18, with random weights (latency does not depend
+on them).
+
+Two parts:
+
+- ``grid``: ms per image at batch 1 and 64, T = 60 and 250, at the ``cpu`` width (512) and the ``paper``
+  width (6144), with the ``cpu`` backbones (tiny CNNs) at 28 px, next to a ResNet-18 (small-image stem) at
+  28 px.
+- ``paper``: the paper's settings: 224 px, ResNet-50 DCG branches (global + 6 crops of 32 px), ResNet-18
+  image encoder, width 6144, batch 32, T = 60 and 250, with the time split into DCG, image feature and
+  the reverse chain, next to a ResNet-18 at 224 px. Target on a 2-core CPU: T = 60 <= 170 ms/image,
+  T = 250 <= 400 ms/image.
+
+One reverse chain per image (the paper's readout, no uncertainty chains), the truncated sampler, all
+images of a batch denoised together, the image feature computed once per image.
+
+    python benchmarks/bench_diffmic_latency.py                 # both parts, 2 threads
+    python benchmarks/bench_diffmic_latency.py --part paper    # only the 224 px target
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import time
+
+import torch
+
+from harness import backbones
+from plugins import diffmic_impl as dm
+
+NUM_CLASSES = 7
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "uptime unavailable"
+
+
+def build(*, size: int, dcg: str, local: str, encoder: str, width: int, timesteps: int, crop_fraction: float):
+    torch.manual_seed(0)
+    model_dcg = dm.DCG(num_classes=NUM_CLASSES, in_chans=3, image_size=size, global_backbone=dcg,
+                       local_backbone=local, pretrained=False, num_crops=6,
+                       crop_size=max(1, round(crop_fraction * size)), crop_channels="first", attention_dim=128)
+    enc = dm.Encoder(encoder, in_chans=3, image_size=size, pretrained=False)
+    denoiser = dm.Denoiser(num_classes=NUM_CLASSES, feature_dim=width, timesteps=1000, encoder=enc)
+    schedule = dm.CardSchedule.linear(1000, 1e-4, 0.02)
+    return dm.DiffMICClassifier(model_dcg, denoiser, schedule, test_timesteps=timesteps, uncertainty_chains=0,
+                                channels_last=True).eval()
+
+
+def resnet18(size: int):
+    net = backbones.create("resnet18", num_classes=NUM_CLASSES, in_chans=3, image_size=size).model
+    return net.eval().to(memory_format=torch.channels_last)
+
+
+def ms_per_image(fn, x: torch.Tensor, repeats: int) -> float:
+    with torch.inference_mode():
+        fn(x[:2] if len(x) > 2 else x)  # warm-up (kernel selection)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn(x)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000.0 / len(x)
+
+
+def grid(args) -> None:
+    size = 28
+    print(f"\n## grid: 28 px, cpu backbones (tinycnn), truncated chain, {torch.get_num_threads()} threads")
+    print("| model | T | width | ms/image b1 | ms/image b64 |\n|---|---|---|---|---|")
+    x64 = torch.randn(64, 3, size, size).contiguous(memory_format=torch.channels_last)
+    net = resnet18(size)
+    print(f"| ResNet-18 (28 px stem) | - | - | {ms_per_image(net, x64[:1], args.repeats * 3):.2f} | "
+          f"{ms_per_image(net, x64, args.repeats):.2f} |", flush=True)
+    for width in (512, 6144):
+        for timesteps in args.timesteps:
+            model = build(size=size, dcg="tinycnn", local="tinycnn", encoder="tinycnn", width=width,
+                          timesteps=timesteps, crop_fraction=2 / 7)
+            b1 = ms_per_image(model, x64[:1], args.repeats)
+            b64 = ms_per_image(model, x64, args.repeats)
+            print(f"| DiffMIC | {timesteps} | {width} | {b1:.2f} | {b64:.2f} |", flush=True)
+
+
+def paper(args) -> None:
+    size, batch = 224, args.batch
+    print(f"\n## paper settings: 224 px, ResNet-50 DCG (global + 6 x 32 px crops), ResNet-18 encoder, width 6144, "
+          f"batch {batch}, {torch.get_num_threads()} threads")
+    print("| model | T | ms/image | DCG | image feature | chain | target |\n|---|---|---|---|---|---|---|")
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    net = resnet18(size)
+    print(f"| ResNet-18 (224 px) | - | {ms_per_image(net, x, args.repeats):.1f} | | | | |", flush=True)
+    targets = {60: 170.0, 250: 400.0}
+    for timesteps in args.timesteps:
+        model = build(size=size, dcg="resnet50", local="resnet50", encoder="resnet18", width=6144,
+                      timesteps=timesteps, crop_fraction=32 / 224)
+        total = ms_per_image(model, x, args.repeats)
+        dcg = ms_per_image(model.dcg, x, 1)
+        feature = ms_per_image(model.denoiser.image_feature, x, 1)
+        with torch.inference_mode():
+            e = model.denoiser.image_feature(x)
+            prior = torch.softmax(model.dcg.fused_logits(model.dcg(x)), 1)
+            t0 = time.perf_counter()
+            dm.sample_y0(model.denoiser, e, prior, model.steps)
+            chain = (time.perf_counter() - t0) * 1000.0 / batch
+        target = targets.get(timesteps)
+        verdict = "" if target is None else f"<= {target:.0f}: {'met' if total <= target else 'NOT met'}"
+        print(f"| DiffMIC | {timesteps} | {total:.1f} | {dcg:.1f} | {feature:.1f} | {chain:.1f} | {verdict} |",
+              flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["grid", "paper", "all"], default="all")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=32, help="batch of the paper-settings measurement")
+    parser.add_argument("--timesteps", type=int, nargs="+", default=[60, 250])
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"load before: {uptime()}")
+    if args.part in ("grid", "all"):
+        grid(args)
+    if args.part in ("paper", "all"):
+        paper(args)
+    print(f"\nload after: {uptime()}")
+
+
+if __name__ == "__main__":
+    main()
