@@ -88,7 +88,7 @@ def guided_reconstruction(clf, x: torch.Tensor, target: torch.Tensor, t_start: f
         pred = clf.net(rows, lam[i].expand(len(rows)).to(x0.device), torch.cat([target, null]))
         eps_c, eps_u = to_eps(clf.prediction, rows, pred, alpha[i], sigma[i]).chunk(2)
         eps = cfg_eps(eps_c, eps_u, w)
-        x0_hat = eps_to_x0(z, eps, alpha[i], sigma[i]).clamp(-1, 1)
+        x0_hat = clf.transform(clf.inverse(eps_to_x0(z, eps, alpha[i], sigma[i])).clamp(-1, 1))  # clip in image space
         if i == steps - 1:
             z = x0_hat
         else:

@@ -106,7 +106,16 @@ def test_referral_curve_keeps_the_most_certain():
                                                                       "accuracy": 1.0}
 
 
-def test_training_loss_falls_on_synthetic_smoke_and_predictor_contract(tmp_path):
+@pytest.fixture
+def one_thread():
+    """One torch thread, as the trial context says (two threads on a loaded 2-core machine are far slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_training_loss_falls_on_synthetic_smoke_and_predictor_contract(tmp_path, one_thread):
     from harness.runner import cached_plugins
     from harness.specs import DatasetRequest, TrialContext
     from plugins.diffclf_impl import fit
