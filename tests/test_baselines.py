@@ -1,0 +1,222 @@
+"""Issue 5 baselines: the imbalance losses against their formulas, the samplers against their definitions,
+the small-input backbone adaptations, the paper profiles, and every baseline method training on an easily
+separable synthetic variant (through ``run_trial``) to clearly better than chance."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness.errors import HarnessError
+from plugins.losses_impl import drw_start, effective_number_weights, focal_loss, ldam_loss, ldam_margins
+from plugins.samplers import class_probabilities
+from plugins.samplers_extra import ProgressiveSampler, progressive, sqrt
+from plugins.zoo_impl import build_backbone, swin_input_size
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------------ losses
+
+
+def _batch(n=64, k=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, k, generator=g) * 3, torch.randint(0, k, (n,), generator=g)
+
+
+def test_focal_with_gamma_zero_is_cross_entropy():
+    logits, y = _batch()
+    assert torch.allclose(focal_loss(logits, y, gamma=0.0), F.cross_entropy(logits, y), atol=1e-6)
+
+
+def test_focal_matches_its_closed_form_and_down_weights_easy_examples():
+    logits, y = _batch(seed=1)
+    p = torch.softmax(logits.double(), 1)[torch.arange(len(y)), y]
+    expected = (-(1 - p) ** 2 * torch.log(p)).mean()
+    assert torch.allclose(focal_loss(logits, y, gamma=2.0).double(), expected, atol=1e-6)
+    # With gamma > 0 a confidently correct example costs much less than under cross-entropy.
+    easy = torch.tensor([[6.0, 0.0, 0.0]])
+    target = torch.tensor([0])
+    assert focal_loss(easy, target, 2.0) < 1e-3 * F.cross_entropy(easy, target)
+    with pytest.raises(HarnessError, match="gamma"):
+        focal_loss(logits, y, gamma=-1.0)
+
+
+def test_weighted_focal_is_the_batch_mean_of_weighted_terms():
+    logits, y = _batch(seed=2)
+    w = torch.tensor([0.2, 1.0, 2.0, 0.5, 1.3])
+    per_image = F.cross_entropy(logits, y, reduction="none") * w[y]
+    assert torch.allclose(focal_loss(logits, y, gamma=0.0, weight=w), per_image.mean(), atol=1e-6)
+
+
+def test_class_balanced_weights_follow_the_effective_number():
+    # counts (1, 2), beta 0.5: raw (1 - b) / (1 - b^n) = (1, 2/3), scaled to sum to 2 -> (1.2, 0.8).
+    assert np.allclose(effective_number_weights([1, 2], beta=0.5), [1.2, 0.8])
+    counts = np.array([1000, 200, 40, 8, 3])
+    beta = 0.9999
+    raw = np.array([(1 - beta) / (1 - beta**n) for n in counts.tolist()])
+    weights = effective_number_weights(counts, beta)
+    assert np.allclose(weights, raw / raw.sum() * len(counts))
+    assert np.isclose(weights.sum(), len(counts)) and np.all(np.diff(weights) > 0)
+    # End points: beta = 0 weighs every class equally; beta -> 1 tends to inverse class frequency.
+    assert np.allclose(effective_number_weights(counts, 0.0), 1.0)
+    inverse = (1 / counts) / (1 / counts).sum() * len(counts)
+    assert np.allclose(effective_number_weights(counts, 1 - 1e-9), inverse, rtol=1e-4)
+    with pytest.raises(HarnessError, match="beta"):
+        effective_number_weights(counts, 1.0)
+    with pytest.raises(HarnessError, match="positive"):
+        effective_number_weights([5, 0], 0.9)
+
+
+def test_ldam_margins_scale_with_inverse_fourth_root_of_counts():
+    counts = np.array([1600, 100, 16, 1])
+    margins = ldam_margins(counts, max_margin=0.5)
+    assert np.allclose(margins * counts**0.25, margins[0] * counts[0] ** 0.25)  # Delta_c * n_c^(1/4) constant
+    assert np.isclose(margins.max(), 0.5) and margins.argmax() == 3
+    assert np.allclose(margins, [0.5 / 1600**0.25, 0.5 / 100**0.25, 0.5 / 16**0.25, 0.5])
+    assert np.allclose(ldam_margins([16, 1], 0.5), [0.25, 0.5])
+
+
+def test_ldam_loss_is_cross_entropy_on_scaled_margin_shifted_logits():
+    logits, y = _batch(seed=3)
+    margins = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
+    z = logits.double().clone()
+    z[torch.arange(len(y)), y] -= margins.double()[y]
+    expected = torch.nn.functional.cross_entropy(30 * z, y)
+    assert torch.allclose(ldam_loss(logits, y, margins, scale=30.0).double(), expected, atol=1e-4)
+    # No margin and s = 1 is plain cross-entropy; the margin makes the loss larger.
+    zero = torch.zeros(5)
+    assert torch.allclose(ldam_loss(logits, y, zero, scale=1.0), F.cross_entropy(logits, y), atol=1e-6)
+    assert ldam_loss(logits, y, margins, scale=1.0) > F.cross_entropy(logits, y)
+    w = torch.tensor([3.0, 1.0, 1.0, 0.5, 2.0])
+    assert torch.allclose(ldam_loss(logits, y, zero, 1.0, w), F.cross_entropy(logits, y, weight=w), atol=1e-6)
+
+
+def test_drw_starts_at_eighty_percent_unless_set():
+    assert drw_start(200, -1) == 160 and drw_start(10, -1) == 8 and drw_start(10, 3) == 3
+
+
+# ---------------------------------------------------------------------------------------------- samplers
+
+LABELS = np.repeat(np.arange(4), [400, 100, 25, 9])
+
+
+def _class_frequencies(sampler, epoch, num_epochs, draws_epochs=60, seed=0):
+    rng = np.random.default_rng(seed)
+    idx = np.concatenate([sampler.indices(epoch, num_epochs, rng) for _ in range(draws_epochs)])
+    return np.bincount(LABELS[idx], minlength=4) / len(idx), len(idx)
+
+
+def _assert_frequencies(observed, expected, n):
+    se = np.sqrt(expected * (1 - expected) / n)
+    assert np.all(np.abs(observed - expected) < 5 * se + 1e-9), (observed, expected)
+
+
+def test_sqrt_sampler_draws_classes_in_proportion_to_root_counts():
+    counts = np.bincount(LABELS)
+    expected = np.sqrt(counts) / np.sqrt(counts).sum()
+    observed, n = _class_frequencies(sqrt(LABELS), 0, 1)
+    _assert_frequencies(observed, expected, n)
+    assert len(sqrt(LABELS).indices(0, 1, np.random.default_rng(0))) == len(LABELS)
+
+
+def test_progressive_sampler_moves_from_instance_to_class_balanced():
+    counts = np.bincount(LABELS)
+    instance, balanced = counts / counts.sum(), np.full(4, 0.25)
+    sampler = progressive(LABELS)
+    epochs = 10
+    minority = []
+    for epoch in (0, 5, 9):
+        share = epoch / epochs
+        expected = (1 - share) * instance + share * balanced
+        observed, n = _class_frequencies(sampler, epoch, epochs, seed=epoch)
+        _assert_frequencies(observed, expected, n)
+        minority.append(observed[3])
+    assert minority[0] < minority[1] < minority[2]
+    # The per-image probabilities are exactly the two end points' mixture.
+    p = sampler.probabilities(5, 10)
+    assert np.allclose(p, 0.5 * class_probabilities(LABELS, 1.0) + 0.5 * class_probabilities(LABELS, 0.0))
+    assert np.isclose(p.sum(), 1.0)
+    with pytest.raises(HarnessError, match="epoch"):
+        ProgressiveSampler(LABELS).probabilities(10, 10)
+
+
+# --------------------------------------------------------------------------------------------- backbones
+
+
+def test_registering_modules_do_not_import_torch():
+    code = ("import sys, plugins.backbones_zoo, plugins.imbalance_losses, plugins.samplers_extra; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_swin_input_size_is_the_smallest_window_compatible_size():
+    assert swin_input_size(28, 2, 4) == 32  # grids 16, 8, 4, 2
+    assert swin_input_size(16, 2, 4) == 16 and swin_input_size(64, 2, 4) == 64
+    assert swin_input_size(224, 4, 7) == 224
+    assert swin_input_size(48, 2, 4) == 64  # 48 -> grid 6 at stage 3 does not fit window 4
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "swin_tiny_patch4_window7_224", "pvt_v2_b0"])
+def test_transformer_backbones_take_28px_images(name):
+    model = build_backbone(name, num_classes=5, in_chans=1, image_size=28).model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, 28, 28))
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+
+
+def test_pvt_rejects_a_stem_stride_too_large_for_the_image():
+    with pytest.raises(HarnessError, match="spatial-reduction"):
+        build_backbone("pvt_v2_b0", num_classes=3, in_chans=3, image_size=16, stem_stride=4)
+
+
+def test_paper_profiles_carry_the_papers_settings(registry):
+    from harness.config import resolve_method_config
+
+    ioi = {"optimizer": "sgd", "lr": 0.0125, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 32,
+           "epochs": 200, "schedule": "multistep", "milestones": [60, 120, 180]}
+    for method in ("resnet50", "focal", "cb-focal", "ldam-drw"):
+        config = resolve_method_config(registry.get("methods", method), "paper", {})
+        assert {k: config[k] for k in ioi} == ioi and config["backbone"] == "resnet50", method
+    for method in ("vit", "swin", "pvt"):
+        config = resolve_method_config(registry.get("methods", method), "paper", {})
+        assert config["optimizer"] == "adam", method
+
+
+# ------------------------------------------------------------------------------------ methods end to end
+
+# Each method on the smoke profile with an easily separable synthetic variant, long enough to learn it.
+# The loss methods also run with a re-balancing sampler, so each sampler trains a classifier once.
+METHODS = [("resnet50", "uniform"), ("vit", "uniform"), ("swin", "uniform"), ("pvt", "uniform"),
+           ("focal", "sqrt"), ("cb-focal", "progressive"), ("ldam-drw", "uniform")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,sampler", METHODS)
+def test_method_beats_chance_on_separable_synthetic(method, sampler, registry, tmp_path):
+    from harness.config import parse_overrides
+    from harness.latency import LatencySettings
+    from harness.plugins import load_plugins
+    from harness.runner import RunSettings, run_trial
+    from harness.trial import Experiment, expand
+
+    overrides = parse_overrides(["dataset.separation=3.0", f"{method}.epochs=3", f"{method}.batch_size=16"])
+    experiment = Experiment(methods=(method,), datasets=("synthetic",), samplers=(sampler,), seeds=(0,),
+                            profile="smoke", overrides=overrides)
+    (trial,) = expand(experiment, registry)
+    # One thread: on a shared 2-core machine two threads per trial mostly wait for each other.
+    settings = RunSettings(runs_dir=tmp_path, threads=1,
+                           latency=LatencySettings(onnx=False, max_repeats_b1=2, max_repeats_batch=1, budget_s=0.0))
+    manager = load_plugins()
+    record = run_trial(trial, settings, reporter=lambda **_: None, registry=registry, manager=manager)
+    assert record["status"] == "ok", record.get("traceback")
+    metrics = record["metrics"]
+    # Chance: AUROC 0.5, MCC 0, balanced accuracy 1/7 (the majority class alone).
+    assert metrics["auroc"] > 0.8 and metrics["mcc"] > 0.2, metrics
+    assert metrics["balanced_accuracy"] > 1 / 7 + 0.05, metrics
