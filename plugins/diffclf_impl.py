@@ -73,6 +73,9 @@ def stage_plan(votes: int, num_classes: int, prune_stages=(), prune_keep=()) -> 
 class DiffusionClassifier(nn.Module):
     """Predictor module: normalised images (B, C, H, W) -> {"probs", "uncertainty", "vote_entropy"}.
 
+    Trials are drawn in chunks of about ``max_rows`` network rows (images x trials x classes), each chunk one
+    batched network call (several when one trial of the batch alone exceeds ``max_rows``).
+
     ``net(z, logsnr, y)`` returns a ``prediction`` ("v" | "eps" | "x0"); it is called with rows of
     (noised image, lambda, class) only. ``errors(x)`` returns the full (B, N, K) error matrix (pruned
     entries are NaN) and the surviving classes (B, k).
@@ -133,10 +136,14 @@ class DiffusionClassifier(nn.Module):
                 seen = errors[:, :start].gather(2, active[:, None, :].expand(b, start, -1))
                 best = rule_scores(seen, self.rule).topk(keep, dim=1).indices
                 active = active.gather(1, best)
-            t = torch.rand(b, trials, generator=self.generator).to(dev)
-            noise = torch.randn((b, trials, *x0.shape[1:]), generator=self.generator).to(dev)
-            e = self.class_errors(x0, t, noise, active)
-            errors[:, start:start + trials].scatter_(2, active[:, None, :].expand(b, trials, -1), e)
+            # trials in chunks of about max_rows rows, so memory stays bounded at any N and image size
+            chunk = max(1, self.max_rows // (b * active.shape[1]))
+            for j0 in range(start, start + trials, chunk):
+                j = min(chunk, start + trials - j0)
+                t = torch.rand(b, j, generator=self.generator).to(dev)
+                noise = torch.randn((b, j, *x0.shape[1:]), generator=self.generator).to(dev)
+                e = self.class_errors(x0, t, noise, active)
+                errors[:, j0:j0 + j].scatter_(2, active[:, None, :].expand(b, j, -1), e)
             start += trials
         return errors, active
 

@@ -77,8 +77,11 @@ def test_network_evaluations_equal_classes_times_trials_and_fewer_with_pruning()
     DiffusionClassifier(net, k, votes=n, prediction="eps", max_rows=1000)(x)
     assert net.rows == b * k * n and net.calls == 1  # one batched call for all images, classes and trials
     net = ClassMeanDenoiser(means)
+    DiffusionClassifier(net, k, votes=n, prediction="eps", max_rows=24)(x)
+    assert net.rows == b * k * n and net.calls == int(np.ceil(n / 2))  # 2 trials (24 rows) per call
+    net = ClassMeanDenoiser(means)
     DiffusionClassifier(net, k, votes=n, prediction="eps", max_rows=10)(x)
-    assert net.rows == b * k * n and net.calls == int(np.ceil(b * k * n / 10))
+    assert net.rows == b * k * n and net.calls == n * 2  # one trial is 12 rows: split in two calls
     net = ClassMeanDenoiser(means)
     DiffusionClassifier(net, k, votes=n, prediction="eps", prune_stages=(2, 5), prune_keep=(3, 1))(x)
     assert net.rows == b * (k * 2 + 3 * 3 + 1 * 4)
