@@ -100,8 +100,8 @@ def diffaugment_ops(policy: str) -> tuple[str, ...]:
 PROFILES = {
     "smoke": {"epochs": 1, "batch_size": 64, "balance": 0.5, "latent_dim": 32, "g_width": 16, "d_width": 16,
               "gan_steps": 20, "gan_batch_size": 32, "grid_per_class": 4},
-    "cpu": {"epochs": 4, "batch_size": 128, "lr": 2e-3, "balance": 0.25, "latent_dim": 64, "g_width": 32,
-            "d_width": 32, "gan_steps": 300, "gan_batch_size": 64},
+    "cpu": {"epochs": 6, "batch_size": 64, "lr": 2e-3, "balance": 0.25, "latent_dim": 64, "g_width": 16,
+            "d_width": 32, "gan_steps": 300, "gan_batch_size": 32},
     "paper": {"epochs": 100, "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
               "schedule": "multistep", "milestones": (50, 75), "balance": 1.0, "latent_dim": 128,
               "g_width": 64, "d_width": 64, "gan_steps": 20000, "gan_batch_size": 64, "gan_min_size": 64},
