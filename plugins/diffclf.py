@@ -23,19 +23,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness import MethodSpec, hookimpl
-from harness.training_config import TrainConfig
 
 
 @dataclass(frozen=True)
-class DiffClfConfig(TrainConfig):
-    # training (Favero et al.: Adam 1e-4, cosine with 100 warm-up steps, batch 128, grad clip 1)
+class DiffClfConfig:
+    # training (Favero et al.: Adam 1e-4, cosine schedule with 100 warm-up steps, batch 128, grad clip 1)
     epochs: int = 30
     batch_size: int = 64
-    optimizer: str = "adam"
-    lr: float = 1e-4
+    optimizer: str = "adam"  # adam | adamw | sgd (harness.training.make_optimizer)
+    lr: float = 1e-4  # peak; linear warm-up over ``warmup_steps`` then cosine decay to 0
+    momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
     warmup_steps: int = 100
     grad_clip: float = 1.0
+    hflip: bool = True  # augmentation (harness.training.augment)
+    vflip: bool = False
     rotation: float = 0.0
     eval_every: int = 5  # validate (Macro-F1 with ``val_votes`` trials) every N epochs and after the last
     # UNet (harness.nn.unet)
