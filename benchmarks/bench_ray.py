@@ -5,6 +5,7 @@ command (a fresh results folder every time, so nothing is skipped).
     python benchmarks/bench_ray.py overhead      # 4 smoke trials: local vs ray (sequential and 2-wide)
     python benchmarks/bench_ray.py throughput    # 4 cpu-profile trials: local sequential vs ray, 1 CPU each
     python benchmarks/bench_ray.py all --json benchmarks/bench_ray.json
+    python benchmarks/bench_ray.py throughput --epochs 1   # shorter trials, for a heavily loaded machine
 
 The machine's load (``uptime``) is printed before and after each figure: on a shared machine the
 numbers are noisy, re-measure on a quiet one.
@@ -47,7 +48,7 @@ def timed_run(args: list[str], workdir: Path) -> dict:
     records = [r for r in records if "schema" in r]
     assert len(records) == 4 and all(r["status"] == "ok" for r in records), records
     return {
-        "command": " ".join(command[:7] + ["--runs-dir", "DIR"] + command[9:]),
+        "command": " ".join("DIR" if c == str(runs) else c for c in command),
         "wall_s": round(wall, 1),
         "trials_per_hour": round(4 * 3600 / wall, 1),
         "sum_trial_s": round(sum(r["total_seconds"] for r in records), 1),
@@ -55,10 +56,15 @@ def timed_run(args: list[str], workdir: Path) -> dict:
     }
 
 
+ONLY: list[str] = []
+
+
 def figure(name: str, variants: dict[str, list[str]]) -> dict:
     out = {"figure": name, "uptime_before": uptime(), "cpus": os.cpu_count(), "runs": {}}
     for label, args in variants.items():
-        work = Path(tempfile.mkdtemp(prefix=f"bench-ray-{label}-"))
+        if ONLY and not any(part in label for part in ONLY):
+            continue
+        work = Path(tempfile.mkdtemp(prefix="bench-ray-" + "".join(c if c.isalnum() else "-" for c in label)))
         try:
             if "ray" in args:
                 args = [*args, "--ray-storage", str(work / "ray")]
@@ -79,10 +85,11 @@ def overhead() -> dict:
     })
 
 
-def throughput() -> dict:
+def throughput(epochs: int | None = None) -> dict:
+    extra = ["--set", f"resnet.epochs={epochs}"] if epochs else []
     return figure("throughput", {
-        "local sequential": ["--profile", "cpu", "--executor", "local"],
-        "ray 1 CPU/trial": ["--profile", "cpu", "--executor", "ray", "--cpus-per-trial", "1"],
+        "local sequential": ["--profile", "cpu", *extra, "--executor", "local"],
+        "ray 1 CPU/trial": ["--profile", "cpu", *extra, "--executor", "ray", "--cpus-per-trial", "1"],
     })
 
 
@@ -90,14 +97,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["overhead", "throughput", "all"])
     parser.add_argument("--json", type=Path, help="Also write the numbers here.")
+    parser.add_argument("--epochs", type=int, help="throughput: override the cpu profile's 12 epochs (a loaded "
+                                                   "machine); leave out for the real figure.")
+    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
+                        help="Run only the variants whose label contains TEXT (repeatable), e.g. --only ray.")
     args = parser.parse_args()
+    ONLY.extend(args.only)
     results = []
     if args.what in ("overhead", "all"):
         results.append(overhead())
     if args.what in ("throughput", "all"):
-        results.append(throughput())
+        results.append(throughput(args.epochs))
     for result in results:
         print(f"\n{result['figure']}: before: {result['uptime_before']}\n  after: {result['uptime_after']}")
+        if not result["runs"]:
+            continue
         base = next(iter(result["runs"].values()))
         for label, row in result["runs"].items():
             print(f"  {label:28s} wall {row['wall_s']:7.1f}s  {row['trials_per_hour']:7.1f} trials/h  "

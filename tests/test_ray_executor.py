@@ -5,6 +5,9 @@ that writes a usable experiment file, and a clear fast error for an unreachable 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from tests.conftest import TINY
 pytestmark = pytest.mark.slow
 
 SMOKE = ("--profile", "smoke", "--no-onnx", *TINY)
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +135,37 @@ def test_tune_writes_a_config_that_run_accepts(tmp_path, cli, ray_session):
     (record,) = _records(runs).values()
     assert record["status"] == "ok" and record["seed"] == 5 and record["experiment"] == "synthetic-resnet-tuned"
     assert record["config"]["lr"] == tuned["lr"] and record["config"]["batch_size"] == tuned["batch_size"]
+
+
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, cli, ray_session):
+    """A driver joins the running cluster with --address, is interrupted (SIGINT, as Ctrl-C) after its
+    first finished trial; the same command again runs only what is missing."""
+    address = ray_session.get_runtime_context().gcs_address
+    runs = tmp_path / "runs"
+    args = ["--plugin", "tests.failing_plugin", "run", "--methods", "constant", "--seeds", "0,1,2,3,4,5",
+            "--executor", "ray", "--address", address, "--max-concurrent", "1", "--runs-dir", str(runs),
+            "--ray-storage", str(tmp_path / "ray"), *SMOKE]
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(r["status"] == "ok" for r in _records(runs).values()):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0, output[-3000:]
+    done = {k: r for k, r in _records(runs).items() if r["status"] == "ok"}
+    assert 1 <= len(done) < 6, output[-3000:]
+    mtimes = {k: (runs / r["experiment"] / k / "result.json").stat().st_mtime_ns for k, r in done.items()}
+
+    again = cli(*args)
+    assert again.exit_code == 0, again.output
+    assert f"{len(done)} trial(s) done already, {6 - len(done)} to submit" in again.output
+    records = _records(runs)
+    assert len(records) == 6 and all(r["status"] == "ok" for r in records.values())
+    assert {k: (runs / records[k]["experiment"] / k / "result.json").stat().st_mtime_ns for k in done} == mtimes
 
 
 def test_unreachable_address_fails_fast_with_a_clear_message(tmp_path, cli):
