@@ -347,7 +347,9 @@ def _describe(kind: str, spec) -> dict:
     out = {"name": spec.name, "description": spec.description}
     if kind == "methods":
         out.update(paper=spec.paper, profiles=sorted(spec.profiles), config_keys=spec.config_keys(),
-                   uses_sampler=spec.uses_sampler)
+                   uses_sampler=spec.uses_sampler,
+                   search_space={k: [list(x) if isinstance(x, tuple) else x for x in v]
+                                 for k, v in spec.search_space.items()})
     elif kind == "datasets":
         out.update(classes=list(spec.classes), modality=spec.modality, channels=spec.channels,
                    protocols=list(spec.protocols), license=spec.license, source=spec.source)

@@ -199,3 +199,37 @@ def test_help_and_list_do_not_import_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_every_registered_method_declares_a_valid_search_space(cli):
+    from harness.tuning import search_space_problems
+
+    result = cli("list", "methods", "--json")
+    assert result.exit_code == 0
+    listed = {m["name"]: m["search_space"] for m in json.loads(result.output)}
+    assert listed["resnet"]["lr"] == ["loguniform", 1e-4, 1e-2]
+    from harness.plugins import build_registry
+
+    _, registry = build_registry()
+    problems = [p for spec in registry.methods.values() for p in search_space_problems(spec)]
+    assert problems == []
+    assert set(listed) == set(registry.methods)
+
+
+@pytest.mark.parametrize("space, message", [
+    ({}, "declares no search_space"),
+    ({"nope": ("uniform", 0.0, 1.0)}, "not a config key"),
+    ({"lr": ("gaussian", 0.0, 1.0)}, "kind one of"),
+    ({"lr": ("loguniform", 0.0, 1.0)}, "lo > 0"),
+    ({"lr": ("uniform", 1.0, 0.5)}, "lo < hi"),
+    ({"epochs": ("randint", 1.5, 4)}, "integers lo < hi"),
+    ({"batch_size": ("choice", [])}, "non-empty list"),
+])
+def test_search_space_problems_are_named(space, message):
+    from harness.specs import MethodSpec
+    from harness.training_config import TrainConfig
+    from harness.tuning import search_space_problems
+
+    spec = MethodSpec(name="m", description="", config=TrainConfig, fit=lambda *a: None, search_space=space)
+    problems = search_space_problems(spec)
+    assert len(problems) == 1 and message in problems[0], problems
