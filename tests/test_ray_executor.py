@@ -178,6 +178,13 @@ def test_unreachable_address_fails_fast_with_a_clear_message(tmp_path, cli):
     assert not list(tmp_path.rglob("result.json"))
 
 
+def test_ray_storage_inside_the_results_is_refused(tmp_path, cli):
+    runs = tmp_path / "runs"
+    result = cli("run", "--methods", "resnet", "--executor", "ray", "--runs-dir", str(runs),
+                 "--ray-storage", str(runs / "synthetic" / "ray"), *SMOKE)
+    assert result.exit_code == 2 and "is inside the result folder" in result.output
+
+
 @pytest.mark.parametrize("address", ["nonsense", "ray://host:port", "10.0.0.1:"])
 def test_malformed_address(address):
     with pytest.raises(HarnessError, match="expected HOST:PORT"):

@@ -231,6 +231,12 @@ def run_ray(trials: list[Trial], settings: RunSettings, options: RayOptions | No
         elif trial.key not in seen:
             seen.add(trial.key)
             pending.append(trial)
+    if options.storage is not None:
+        storage = Path(options.storage).expanduser().resolve()
+        for root in {(runs_dir / t.experiment).expanduser().resolve() for t in trials}:
+            if storage == root or root in storage.parents:
+                raise HarnessError(f"--ray-storage {options.storage} is inside the result folder {root}; Ray's own "
+                                   f"result files would mix with the harness's. Put it elsewhere.")
     print(f"ray: {len(summary.skipped)} trial(s) done already, {len(pending)} to submit", file=out, flush=True)
     if not pending:
         return summary  # nothing to do: Ray is not even imported
