@@ -263,7 +263,8 @@ def run_ray(trials: list[Trial], settings: RunSettings, options: RayOptions | No
             print(f"  ok      {trial.label()}  in {record.get('total_seconds', 0):.1f}s  {shown}", file=out)
         else:
             summary.failed.append(trial.key)
-            error = (record or {}).get("error") or errors.get(trial.key) or "no result was written"
+            error = ((record or {}).get("error") or errors.get(trial.key)
+                     or "not finished (interrupted?): run the same command again to resume")
             summary.errors[trial.key] = error
             print(f"  FAILED  {trial.label()}: {error}", file=out)
     out.flush()
