@@ -68,6 +68,21 @@ def ms_per_image(fn, x: torch.Tensor, repeats: int) -> float:
     return statistics.median(times) * 1000.0 / len(x)
 
 
+def gemm_floor(batch: int, width: int, timesteps: int, repeats: int) -> float:
+    """ms per image of the chain's two width x width GEMMs alone (T steps), measured now on this machine:
+    what the chain would cost with zero overhead around its big matrix products."""
+    a, w2, w3 = torch.randn(batch, width), torch.randn(width, width), torch.randn(width, width)
+    a @ w2
+    times = []
+    for _ in range(max(repeats, 1)):
+        t0 = time.perf_counter()
+        for _ in range(timesteps):
+            a @ w2
+            a @ w3
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000.0 / batch
+
+
 def grid(args) -> None:
     size = 28
     print(f"\n## grid: 28 px, cpu backbones (tinycnn), truncated chain, {torch.get_num_threads()} threads")
@@ -89,10 +104,11 @@ def paper(args) -> None:
     size, batch = 224, args.batch
     print(f"\n## paper settings: 224 px, ResNet-50 DCG (global + 6 x 32 px crops), ResNet-18 encoder, width 6144, "
           f"batch {batch}, {torch.get_num_threads()} threads")
-    print("| model | T | ms/image | DCG | image feature | chain | target |\n|---|---|---|---|---|---|---|")
+    print("| model | T | ms/image | DCG | image feature | chain | chain GEMM floor | target |\n"
+          "|---|---|---|---|---|---|---|---|")
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     net = resnet18(size)
-    print(f"| ResNet-18 (224 px) | - | {ms_per_image(net, x, args.repeats):.1f} | | | | |", flush=True)
+    print(f"| ResNet-18 (224 px) | - | {ms_per_image(net, x, args.repeats):.1f} | | | | | |", flush=True)
     targets = {60: 170.0, 250: 400.0}
     for timesteps in args.timesteps:
         model = build(size=size, dcg="resnet50", local="resnet50", encoder="resnet18", width=6144,
@@ -106,10 +122,11 @@ def paper(args) -> None:
             t0 = time.perf_counter()
             dm.sample_y0(model.denoiser, e, prior, model.steps)
             chain = (time.perf_counter() - t0) * 1000.0 / batch
+        floor = gemm_floor(batch, 6144, timesteps, args.repeats)
         target = targets.get(timesteps)
         verdict = "" if target is None else f"<= {target:.0f}: {'met' if total <= target else 'NOT met'}"
-        print(f"| DiffMIC | {timesteps} | {total:.1f} | {dcg:.1f} | {feature:.1f} | {chain:.1f} | {verdict} |",
-              flush=True)
+        print(f"| DiffMIC | {timesteps} | {total:.1f} | {dcg:.1f} | {feature:.1f} | {chain:.1f} | {floor:.1f} | "
+              f"{verdict} |", flush=True)
 
 
 def main() -> None:

@@ -110,9 +110,9 @@ PROFILES = {
               "num_crops": 3},
     # cpu: a 100-step schedule with the same end point (betas x 10, alpha_bar_T ~ 5e-5) and 8 noise draws
     # per image, because the per-step gains of a 1000-step schedule barely train in ~100 optimizer steps
-    "cpu": {**_SMALL, "epochs": 14, "dcg_warmup_epochs": 4, "batch_size": 64, "feature_dim": 512,
+    "cpu": {**_SMALL, "epochs": 10, "dcg_warmup_epochs": 3, "batch_size": 64, "feature_dim": 512,
             "warmup_epochs": 1, "eval_every": 2, "timesteps": 100, "beta_start": 1e-3, "beta_end": 0.2,
-            "test_timesteps": 100, "noise_draws": 8, "uncertainty_chains": 8},
+            "test_timesteps": 100, "noise_draws": 8, "uncertainty_chains": 4},
     "paper": {"dcg_backbone": "resnet50", "local_backbone": "resnet50", "encoder_backbone": "resnet18",
               "pretrained": True, "crop_fraction": 32 / 224, "feature_dim": 6144, "epochs": 1000,
               "dcg_warmup_epochs": 15, "batch_size": 32, "optimizer": "adam", "lr": 1e-3,
