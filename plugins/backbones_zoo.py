@@ -31,9 +31,10 @@ FIT = "plugins.zoo_impl:fit"
 IOIS_PAPER = {"epochs": 200, "batch_size": 32, "optimizer": "sgd", "lr": 0.0125, "momentum": 0.9,
               "weight_decay": 1e-4, "schedule": "multistep", "milestones": (60, 120, 180), "rotation": 30.0,
               "pretrained": True}
-# DiffMIC: Adam (its DCG classifier's lr 2e-4), batch 32, flips and rotation 30 (APTOS also vertical).
+# DiffMIC: Adam (its DCG classifier's lr 2e-4), batch 32, horizontal flip and rotation 30 (its ISIC setting;
+# for APTOS it also flips vertically: --set vit.vflip=true).
 DIFFMIC_PAPER = {"epochs": 100, "batch_size": 32, "optimizer": "adam", "lr": 2e-4, "weight_decay": 0.0,
-                 "schedule": "cosine", "rotation": 30.0, "vflip": True, "pretrained": True}
+                 "schedule": "cosine", "rotation": 30.0, "pretrained": True}
 
 SEARCH_SPACE = {
     "lr": ("loguniform", 1e-4, 1e-2),
