@@ -78,6 +78,7 @@ class DiffMICConfig(TrainConfig):
     votes: int = 100  # samples per image for readout="vote"
     temperature: float = 0.1  # probabilities: softmax(y0/tau) (argmax) or CARD's softmax(-(y0-1)^2/tau) (vote)
     uncertainty_chains: int = 8  # chains whose label spread is the "uncertainty" column (0: off)
+    inference_dtype: str = "float32"  # float32 | bfloat16 (weights of the predictor; the chain state stays fp32)
     explain_per_class: int = 2  # test images per class drawn with their saliency map and ROI boxes
     # supervised-loop defaults as in the paper
     optimizer: str = "adam"

@@ -296,3 +296,13 @@ def test_each_table2_variant_runs_end_to_end(tmp_path, method):
 def test_bad_variant_settings_are_explained(tmp_path):
     result, _ = _run(tmp_path, "diffmic", {**FAST, "sampler": "euler"})
     assert result["status"] == "failed" and "sampler must be one of" in result["error"]
+
+
+def test_bfloat16_inference_agrees_with_float32():
+    x = torch.randn(32, 3, 16, 16)
+    with torch.inference_mode():
+        full = _tiny_classifier(seed=1)(x)
+        half = _tiny_classifier(seed=1, dtype=torch.bfloat16)(x)
+    assert half["probs"].dtype == torch.float32
+    assert float((full["probs"].argmax(1) == half["probs"].argmax(1)).float().mean()) >= 0.9
+    torch.testing.assert_close(half["probs"], full["probs"], atol=0.05, rtol=0)
