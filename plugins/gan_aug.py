@@ -28,12 +28,12 @@ epoch (the offline-synthesis protocol of most papers).
 Artefacts: ``gan_samples.png`` (one row per class, in class order, generated after GAN training) and
 ``gan_history.json`` (the GAN's losses every few steps, and the top-up counts).
 
-Profiles: ``smoke`` (seconds, for tests); ``cpu`` (a synthetic trial of 500 images at 28 px in about
-40 s on 2 cores: a narrow GAN for a few hundred steps, the classifier with the minority classes topped
-up to a quarter of the majority count); ``paper`` (a wider GAN trained for 20k steps with a
-64 px generator, Adam 2e-4 / betas (0.5, 0.999) as in DCGAN and DiffAugment's low-data setting, the
-classifier as MedMNIST v2's ResNet-18 with every class topped up to the majority count; run with
-``--set dataset.size=64`` or larger for the 64-128 px setting).
+Profiles: ``smoke`` (seconds, for tests); ``cpu`` (a narrow GAN, 300 steps of batch 32, then 6 classifier
+epochs with the minority classes topped up to a quarter of the majority count; on the synthetic default
+it costs about 1.4x a ``resnet`` cpu trial, see benchmarks/README.md "GAN augmentation (issue 5)");
+``paper`` (a wider GAN trained for 20k steps with a 64 px generator, Adam 2e-4 / betas (0.5, 0.999) as
+in DCGAN and DiffAugment's low-data setting, the classifier as MedMNIST v2's ResNet-18 with every class
+topped up to the majority count; run with ``--set dataset.size=64`` or larger for the 64-128 px setting).
 """
 
 from __future__ import annotations
