@@ -80,20 +80,20 @@ class PVTConfig(TrainConfig):
 METHODS = (
     ("resnet50", "ResNet-50 (timm) with cross-entropy; small-image stem at 64 px or less",
      "He et al. 2016; IOIS (MICCAI 2024) baseline setting", ResNet50Config,
-     {"smoke": {"epochs": 1, "batch_size": 64}, "cpu": {"epochs": 2, "batch_size": 64, "lr": 2e-3},
+     {"smoke": {"epochs": 1, "batch_size": 64}, "cpu": {"epochs": 2, "batch_size": 32, "lr": 2e-3},
       "paper": IOIS_PAPER}),
     ("vit", "ViT-Tiny (timm) with cross-entropy; 4 px patches at 64 px or less",
      "Dosovitskiy et al. 2021; baseline in DiffMIC (MICCAI 2023)", ViTConfig,
      {"smoke": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0},
-      "cpu": {"epochs": 6, "batch_size": 64, "lr": 1e-3}, "paper": DIFFMIC_PAPER}),
+      "cpu": {"epochs": 6, "batch_size": 32, "lr": 1e-3}, "paper": DIFFMIC_PAPER}),
     ("swin", "Swin-T (timm) with cross-entropy; patch 2 / window 4 at 64 px or less (28 px resized to 32)",
      "Liu et al. 2021; baseline in DiffMIC (MICCAI 2023)", SwinConfig,
      {"smoke": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0},
-      "cpu": {"epochs": 4, "batch_size": 64, "lr": 5e-4}, "paper": DIFFMIC_PAPER}),
+      "cpu": {"epochs": 4, "batch_size": 32, "lr": 5e-4}, "paper": DIFFMIC_PAPER}),
     ("pvt", "PVT-v2-b0 (timm) with cross-entropy; stem stride 1 at 32 px or less",
      "Wang et al. 2022; baseline in DiffMIC (MICCAI 2023)", PVTConfig,
      {"smoke": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0},
-      "cpu": {"epochs": 7, "batch_size": 64, "lr": 1e-3}, "paper": DIFFMIC_PAPER}),
+      "cpu": {"epochs": 7, "batch_size": 32, "lr": 1e-3}, "paper": DIFFMIC_PAPER}),
 )
 
 

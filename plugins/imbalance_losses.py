@@ -51,7 +51,7 @@ IOIS_PAPER = {"backbone": "resnet50", "pretrained": True, "epochs": 200, "batch_
               "milestones": (60, 120, 180), "rotation": 30.0}
 PROFILES = {
     "smoke": {"epochs": 1, "batch_size": 64},
-    "cpu": {"epochs": 5, "batch_size": 64, "lr": 2e-3},
+    "cpu": {"epochs": 5, "batch_size": 32, "lr": 2e-3},
     "paper": IOIS_PAPER,
 }
 SEARCH_SPACE = {
