@@ -29,6 +29,11 @@ CPU time per synthetic trial), ``paper`` (ResNet-50 DCG branches with ImageNet w
 cached, ResNet-18 image encoder trained from scratch, width 6144, batch 32, Adam 1e-3 with a 40-epoch
 warm-up then cosine, 1000 epochs, T = 1000; run it at 224 px with ``--set dataset.size=224`` and set
 ``--set diffmic.test_timesteps=250`` for ISIC or ``=60`` for APTOS).
+
+Inference options beyond the code: ``sampler=respaced|ddim``, ``readout=vote`` (CARD's majority vote),
+``uncertainty_chains`` (the spread of the label over chains, stored as the ``uncertainty`` column),
+``inference_dtype=bfloat16`` (bfloat16 weights, float32 chain state: what meets the CPU latency target
+at the paper's settings; see ``benchmarks/README.md``), and saliency / ROI explanation images.
 """
 
 from __future__ import annotations
