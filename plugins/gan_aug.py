@@ -28,9 +28,10 @@ epoch (the offline-synthesis protocol of most papers).
 Artefacts: ``gan_samples.png`` (one row per class, in class order, generated after GAN training) and
 ``gan_history.json`` (the GAN's losses every few steps, and the top-up counts).
 
-Profiles: ``smoke`` (seconds, for tests); ``cpu`` (a narrow GAN, 300 steps of batch 32, then 4 classifier
+Profiles: ``smoke`` (seconds, for tests); ``cpu`` (a narrow GAN, 300 steps of batch 32, then 6 classifier
 epochs with the minority classes topped up to a quarter of the majority count; on the synthetic default
-it costs about 1.4x a ``resnet`` cpu trial, see benchmarks/README.md "GAN augmentation (issue 5)");
+that is about 4,900 classifier image-steps plus a GAN about a tenth of that cost, against 6,000 image-steps of
+``resnet``'s cpu profile; measured times in benchmarks/README.md "GAN augmentation (issue 5)");
 ``paper`` (a wider GAN trained for 20k steps with a 64 px generator, Adam 2e-4 / betas (0.5, 0.999) as
 in DCGAN and DiffAugment's low-data setting, the classifier as MedMNIST v2's ResNet-18 with every class
 topped up to the majority count; run with ``--set dataset.size=64`` or larger for the 64-128 px setting).
@@ -100,7 +101,7 @@ def diffaugment_ops(policy: str) -> tuple[str, ...]:
 PROFILES = {
     "smoke": {"epochs": 1, "batch_size": 64, "balance": 0.5, "latent_dim": 32, "g_width": 16, "d_width": 16,
               "gan_steps": 20, "gan_batch_size": 32, "grid_per_class": 4},
-    "cpu": {"epochs": 4, "batch_size": 64, "lr": 2e-3, "balance": 0.25, "latent_dim": 64, "g_width": 16,
+    "cpu": {"epochs": 6, "batch_size": 64, "lr": 2e-3, "balance": 0.25, "latent_dim": 64, "g_width": 16,
             "d_width": 32, "gan_steps": 300, "gan_batch_size": 32},
     "paper": {"epochs": 100, "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
               "schedule": "multistep", "milestones": (50, 75), "balance": 1.0, "latent_dim": 128,
