@@ -14,7 +14,6 @@ import pytest
 
 from harness import HarnessError, MethodSpec, hookimpl, hookspecs
 from harness.plugins import load_plugins
-
 from tests.conftest import REPO, TINY
 
 EXAMPLE = REPO / "examples" / "harness-example-plugin"
