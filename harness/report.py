@@ -28,7 +28,7 @@ from harness.store import atomic_write_bytes, atomic_write_parquet
 EXPERIMENT_FILE = "experiment.json"
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
                ".webp": "image/webp", ".svg": "image/svg+xml"}
-MAX_IMAGES_PER_METHOD = 12
+MAX_IMAGES_PER_METHOD = 6
 MAX_IMAGE_BYTES = 2_000_000
 SHORT = {"macro_f1": "Macro-F1", "balanced_accuracy": "B-ACC", "mcc": "MCC", "accuracy": "Accuracy",
          "auroc": "AUROC", "ece": "ECE"}
