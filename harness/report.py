@@ -131,6 +131,11 @@ def provenance(summary: Summary, root: Path, report_command: str | None = None) 
         for command in exp.get("commands") or [exp.get("command")]:
             if command and command not in commands:
                 commands.append(command)
+    data: list[str] = []  # what each dataset's trials trained and were tested on
+    for r in results:
+        text = _data_text(r)
+        if text not in data:
+            data.append(text)
     started = sorted(r["started"] for r in results if r.get("started"))
     finished = sorted(r["finished"] for r in results if r.get("finished"))
     return {
@@ -138,6 +143,7 @@ def provenance(summary: Summary, root: Path, report_command: str | None = None) 
         "harness_versions": sorted({str(r.get("harness_version", "")) for r in results}),
         "profiles": sorted({str(r.get("profile", "")) for r in results}),
         "hardware": hardware,
+        "data": sorted(data),
         "commands": commands,
         "report_command": report_command,
         "trials": len(results),
@@ -145,6 +151,15 @@ def provenance(summary: Summary, root: Path, report_command: str | None = None) 
         "finished": finished[-1] if finished else None,
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _data_text(result: dict) -> str:
+    options = ", ".join(f"{k}={v}" for k, v in sorted((result.get("dataset_options") or {}).items())
+                        if v is not None)
+    counts = f"{result.get('n_train', '?')} training / {result.get('n_test', '?')} test images"
+    split = (result.get("dataset_options") or {}).get("split")
+    protocol = f"; {result['protocol']}" if result.get("protocol") not in (None, "", split) else ""
+    return f"{result.get('dataset', '?')} ({options}): {counts}{protocol}"
 
 
 def _hardware_text(hw: dict) -> str:
@@ -201,6 +216,8 @@ def to_markdown(summary: Summary, prov: dict, title: str, svg_files: dict[str, s
     lines.append("- Commit: " + ", ".join(f"`{_md(c)}`" for c in prov["commits"]))
     lines.append("- Harness: " + ", ".join(_md(v) for v in prov["harness_versions"]) + "; profile: "
                  + ", ".join(_md(p) for p in prov["profiles"]) + f"; {prov['trials']} trials")
+    for text in prov.get("data", []):
+        lines.append(f"- Data: {_md(text)}")
     for hw in prov["hardware"]:
         lines.append(f"- Hardware: {_md(_hardware_text(hw))}")
     commands = [*prov["commands"], *([prov["report_command"]] if prov.get("report_command") else [])]
@@ -601,6 +618,7 @@ def _provenance_html(prov: dict) -> str:
     items = [f"<li>Commit: {', '.join(f'<code>{esc(c)}</code>' for c in prov['commits'])}</li>",
              f"<li>Harness {esc(', '.join(prov['harness_versions']))}; profile {esc(', '.join(prov['profiles']))}; "
              f"trials from {esc(prov['started'])} to {esc(prov['finished'])}</li>"]
+    items += [f"<li>Data: {esc(text)}</li>" for text in prov.get("data", [])]
     items += [f"<li>Hardware: {esc(_hardware_text(hw))}</li>" for hw in prov["hardware"]]
     commands = [*prov["commands"], *([prov["report_command"]] if prov.get("report_command") else [])]
     out = "<h3>Reproduce</h3><ul>" + "".join(items) + "</ul>"

@@ -246,6 +246,7 @@ def run_trial(
         record["classes"] = list(data.classes)
         record["n_test"] = int(len(labels))
         record["n_train"] = int(len(data.train))
+        record["protocol"] = data.protocol
 
         t0 = time.perf_counter()
         _write_predictions(trial_dir, labels, probs, outputs)

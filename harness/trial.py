@@ -52,7 +52,9 @@ class Trial:
             "method": self.method,
             "config": self.config,
             "dataset": self.dataset,
-            "dataset_options": self.options,
+            # An option left at None is not part of the key, so a plugin may add an optional option
+            # without invalidating results already stored under the old key.
+            "dataset_options": {k: v for k, v in self.options.items() if v is not None},
             "sampler": self.sampler,
             "seed": self.seed,
             "profile": self.profile,

@@ -4,7 +4,8 @@ Files are looked for in ``DATA_DIR/<name>/<name>.npz`` or ``DATA_DIR/<name>.npz`
 ``<name>_64.npz``, ``_128.npz``, ``_224.npz`` are used when the requested size matches; other sizes are
 resized from the 28 px file once and cached). The splits are MedMNIST's official train / val / test.
 Class names and licences are MedMNIST's metadata (``medmnist/info.py``). ChestMNIST is multi-label and
-is not offered.
+is not offered. The ``cpu`` profile trains on a fixed stratified subsample of at most 1,080 training images
+(option ``max_train``; see ``CPU_MAX_TRAIN``); validation and test are always whole.
 
 Citation: Yang et al., "MedMNIST v2 - A large-scale lightweight benchmark for 2D and 3D biomedical
 image classification", Scientific Data 10, 41 (2023).
@@ -12,7 +13,7 @@ image classification", Scientific Data 10, 41 (2023).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -53,10 +54,37 @@ INFO = {
 
 NATIVE_SIZES = (28, 64, 128, 224)
 
+# Official training-split sizes (MedMNIST v2, Table 1). The `cpu` profile trains on at most CPU_MAX_TRAIN of
+# them (a fixed stratified subsample, the same for every method and seed; val and test stay whole) so that a
+# cpu trial costs about the same on every set: RetinaMNIST's 1,080 training images set the scale.
+N_TRAIN = {"pathmnist": 89996, "dermamnist": 7007, "octmnist": 97477, "pneumoniamnist": 4708,
+           "retinamnist": 1080, "breastmnist": 546, "bloodmnist": 11959, "tissuemnist": 165466,
+           "organamnist": 34561, "organcmnist": 12975, "organsmnist": 13932}
+CPU_MAX_TRAIN = 1080  # RetinaMNIST's whole training split
+SUBSAMPLE_SEED = 0  # fixed: the subsample is part of the dataset, not of the trial's seed
+
 
 @dataclass(frozen=True)
 class MedMNISTOptions(DatasetOptions):
     size: int = 28
+    max_train: int | None = None  # None: the whole official training split
+
+
+def subsample_train(labels: np.ndarray, max_train: int) -> np.ndarray:
+    """Indices of a stratified subsample of ``max_train`` training images (every class keeps its share,
+    at least one image), drawn with a fixed seed so that every trial sees the same images."""
+    from harness.data import stratified_split
+
+    if max_train >= len(labels):
+        return np.arange(len(labels))
+    keep, _ = stratified_split(labels, (max_train / len(labels), 1 - max_train / len(labels)), SUBSAMPLE_SEED)
+    return keep
+
+
+def _profiles(name: str) -> dict:
+    if N_TRAIN[name] > CPU_MAX_TRAIN:
+        return {"cpu": {"max_train": CPU_MAX_TRAIN}}
+    return {}
 
 
 def _as_nhwc(images: np.ndarray) -> np.ndarray:
@@ -70,6 +98,10 @@ def load(request, name: str):
     size = int(request.options.size)
     if size < 8:
         raise HarnessError(f"{name}: size must be at least 8 px; found {size}")
+    max_train = request.options.max_train
+    if max_train is not None and (not isinstance(max_train, int) or max_train < 2):
+        raise HarnessError(f"{name}: max_train must be a whole number of at least 2 (or unset for the whole "
+                           f"training split); found {max_train!r}")
     obtain = OBTAIN.format(name=name)
     candidates = ([f"{name}_{size}.npz"] if size in NATIVE_SIZES and size != 28 else []) + [f"{name}.npz"]
     path = find_file(request.data_dir, name, candidates, obtain)
@@ -96,9 +128,16 @@ def load(request, name: str):
         return DataSplits(**splits, classes=classes, name=name, protocol="official")
 
     if f"_{size}.npz" in path.name or size == 28:
-        return build()  # the file is at the requested size: loading the npz is as fast as a cache
-    key = cache_key("medmnist", file_fingerprint([path]), size, "official")
-    return cached_splits(request.cache_dir, name, key, build)
+        data = build()  # the file is at the requested size: loading the npz is as fast as a cache
+    else:
+        key = cache_key("medmnist", file_fingerprint([path]), size, "official")
+        data = cached_splits(request.cache_dir, name, key, build)
+    if max_train is None or max_train >= len(data.train.labels):
+        return data
+    keep = subsample_train(data.train.labels, max_train)
+    return replace(data, train=Split(data.train.images[keep], data.train.labels[keep]),
+                   protocol=f"official, training split subsampled to {len(keep)} of {len(data.train.labels)} "
+                            f"(stratified, fixed seed {SUBSAMPLE_SEED})")
 
 
 def _loader(name: str):
@@ -123,4 +162,5 @@ def register_datasets(register):
             obtain=OBTAIN.format(name=name),
             protocols=("official",),
             options=MedMNISTOptions,
+            profiles=_profiles(name),
         ))

@@ -55,3 +55,60 @@ def test_not_a_medmnist_file(registry, tmp_path):
     np.savez(tmp_path / "retinamnist" / "retinamnist.npz", something=np.zeros(3))
     with pytest.raises(HarnessError, match="not a MedMNIST file"):
         _load(registry, "retinamnist", tmp_path, tmp_path)
+
+
+def _fake_npz(root, name="pneumoniamnist", n_train=(300, 100), n_val=20, n_test=30):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(len(n_train)), n_train)
+    arrays = {"train_images": rng.integers(0, 256, (len(labels), 28, 28), dtype=np.uint8),
+              "train_labels": labels[:, None],
+              "val_images": rng.integers(0, 256, (n_val, 28, 28), dtype=np.uint8),
+              "val_labels": (np.arange(n_val) % 2)[:, None],
+              "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+              "test_labels": (np.arange(n_test) % 2)[:, None]}
+    (root / name).mkdir(parents=True)
+    np.savez(root / name / f"{name}.npz", **arrays)
+    return arrays
+
+
+def test_max_train_is_a_fixed_stratified_subsample(registry, tmp_path):
+    arrays = _fake_npz(tmp_path)
+    data = _load(registry, "pneumoniamnist", tmp_path, tmp_path, max_train=100)
+    assert np.bincount(data.train.labels).tolist() == [75, 25]  # the 3:1 class ratio kept
+    # each kept image is one of the training images, with its own label; none is repeated
+    flat = arrays["train_images"].reshape(len(arrays["train_images"]), -1)
+    rows = [int(np.flatnonzero((flat == img.reshape(-1)).all(1))[0]) for img in data.train.images]
+    assert len(set(rows)) == 100 and (arrays["train_labels"][rows, 0] == data.train.labels).all()
+    # val and test are untouched; the protocol says what was done
+    assert (len(data.val), len(data.test)) == (20, 30)
+    assert "subsampled to 100 of 400" in data.protocol
+    # the same images for every trial seed (the subsample belongs to the dataset, not to the trial)
+    spec = registry.datasets["pneumoniamnist"]
+    other = spec.load_fn()(DatasetRequest(options=config_from_dict(spec.options, {"max_train": 100}), seed=7,
+                                          data_dir=tmp_path, cache_dir=tmp_path))
+    assert np.array_equal(other.train.images, data.train.images)
+    # a cap at or above the split's size changes nothing
+    whole = _load(registry, "pneumoniamnist", tmp_path, tmp_path, max_train=400)
+    assert len(whole.train) == 400 and whole.protocol == "official"
+
+
+def test_bad_max_train_is_explained(registry, tmp_path):
+    _fake_npz(tmp_path)
+    with pytest.raises(HarnessError, match="max_train must be a whole number of at least 2"):
+        _load(registry, "pneumoniamnist", tmp_path, tmp_path, max_train=1)
+
+
+def test_cpu_profile_caps_large_training_splits_at_retinamnists_size(registry):
+    from harness.trial import resolve_dataset_options
+
+    assert resolve_dataset_options(registry, "pneumoniamnist", {}, "cpu").max_train == 1080
+    assert resolve_dataset_options(registry, "retinamnist", {}, "cpu").max_train is None
+    assert resolve_dataset_options(registry, "pneumoniamnist", {}, "paper").max_train is None
+    override = {"pneumoniamnist": {"max_train": None}}
+    assert resolve_dataset_options(registry, "pneumoniamnist", override, "cpu").max_train is None
+
+
+def test_pneumoniamnist_cpu_profile_on_the_real_file(registry, data_dir, tmp_path):
+    data = _load(registry, "pneumoniamnist", data_dir, tmp_path, max_train=1080)
+    assert len(data.train) == 1080 and np.bincount(data.train.labels).tolist() == [278, 802]
+    assert (len(data.val), len(data.test)) == (524, 624)

@@ -358,3 +358,16 @@ def test_page_in_headless_chromium(runs, tmp_path, browser):
     logs = browser.get_log("browser")
     errors = [entry for entry in logs if entry["level"] in ("SEVERE", "ERROR")]
     assert errors == [], errors
+
+
+def test_report_says_what_each_dataset_trained_on():
+    from harness.report import _data_text
+
+    whole = {"dataset": "retinamnist", "dataset_options": {"size": 28, "split": "official", "max_train": None},
+             "n_train": 1080, "n_test": 400, "protocol": "official"}
+    assert _data_text(whole) == "retinamnist (size=28, split=official): 1080 training / 400 test images"
+    capped = {**whole, "dataset": "pneumoniamnist", "dataset_options": {"size": 28, "split": "official",
+                                                                        "max_train": 1080},
+              "protocol": "official, training split subsampled to 1080 of 4708"}
+    assert _data_text(capped).endswith("max_train=1080, size=28, split=official): 1080 training / 400 test "
+                                       "images; official, training split subsampled to 1080 of 4708")

@@ -4,6 +4,7 @@ and clear errors for bad input."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -109,6 +110,14 @@ def test_trial_key_changes_with_what_changes_the_result(registry):
     (seed,) = expand(Experiment(**{**base.__dict__, "seeds": (1,)}), registry)
     assert a.key == same.key
     assert len({a.key, lr.key, size.key, seed.key}) == 4
+
+
+def test_an_option_left_at_none_keeps_the_key(registry):
+    """A plugin that adds an optional (None) option keeps the keys of results already stored."""
+    (a,) = expand(Experiment(methods=("resnet",), datasets=("synthetic",), profile="smoke"), registry)
+    widened = replace(a, dataset_options=tuple(sorted((*a.dataset_options, ("new_option", None)))))
+    assert widened.key == a.key
+    assert replace(a, dataset_options=tuple(sorted((*a.dataset_options, ("new_option", 3))))).key != a.key
 
 
 def test_unknown_method_lists_the_available_ones(tmp_path, cli):
