@@ -425,17 +425,28 @@ def leaderboard_cmd(runs_dir):
 @click.option("--title", help="Page title (default: 'Leaderboard: <RUNS_DIR name>').")
 @click.option("--bootstrap", type=click.IntRange(min=100), default=2000, show_default=True,
               help="Paired bootstrap resamples.")
+@click.option("--methods", help="Only these methods (comma-separated), e.g. an ablation's rows.")
+@click.option("--datasets", help="Only these datasets (comma-separated).")
+@click.option("--samplers", help="Only these samplers (comma-separated).")
 @click.pass_context
-def report_cmd(ctx, runs_dir, out_dir, title, bootstrap):
+def report_cmd(ctx, runs_dir, out_dir, title, bootstrap, methods, datasets, samplers):
     """Publish the results under RUNS_DIR: leaderboard.md, a self-contained index.html, results.parquet.
 
     Mean and 95% CI over seeds, paired tests (bootstrap of Macro-F1, McNemar) against the top method,
-    per-class recall, confusion matrices and the Macro-F1 / latency Pareto front.
+    per-class recall, confusion matrices and the Macro-F1 / latency Pareto front. With --methods /
+    --datasets / --samplers the report covers that selection (the paired tests are against its top).
     """
     from harness.report import write_report
+    from harness.store import iter_results
 
+    only = {field: set(_csv(value)) for field, value in
+            (("method", methods), ("dataset", datasets), ("sampler", samplers)) if value}
+    if only and not any(r.get("status") == "ok" for _, r in iter_results(runs_dir, only)):
+        raise click.UsageError(f"no finished trial under {runs_dir} matches the selection "
+                               + "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in only.items())
+                               + " (see `harness leaderboard RUNS_DIR` for what is there)")
     written = write_report(runs_dir, out_dir or runs_dir / "report", title=title,
-                           report_command=_command_line(ctx), replicates=bootstrap)
+                           report_command=_command_line(ctx), replicates=bootstrap, only=only or None)
     for path in written.values():
         click.echo(f"Written: {path}")
 

@@ -8,6 +8,7 @@ of latency, and the rank by mean Macro-F1 within the dataset. Written next to th
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from harness.store import atomic_write_bytes, atomic_write_parquet, iter_results
@@ -17,12 +18,13 @@ LATENCY = ("ms_per_image_b1", "ms_per_image_b64")
 GROUP = ("dataset", "method", "sampler")
 
 
-def collect(root: Path | str):
-    """One row per trial result under ``root`` (a polars DataFrame; empty if there are none)."""
+def collect(root: Path | str, only: Mapping[str, Collection[str]] | None = None):
+    """One row per trial result under ``root`` (a polars DataFrame; empty if there are none); ``only`` as in
+    :func:`harness.store.iter_results`."""
     import polars as pl
 
     rows = []
-    for folder, result in iter_results(root):
+    for folder, result in iter_results(root, only):
         row = {
             "key": result.get("key", folder.name),
             "experiment": result.get("experiment", ""),
@@ -47,11 +49,11 @@ def collect(root: Path | str):
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
-def build(root: Path | str):
-    """The leaderboard frame (ranked) from every ``ok`` result under ``root``."""
+def build(root: Path | str, only: Mapping[str, Collection[str]] | None = None):
+    """The leaderboard frame (ranked) from every ``ok`` result under ``root`` (``only``: a selection)."""
     import polars as pl
 
-    frame = collect(root)
+    frame = collect(root, only)
     if frame.is_empty():
         return frame
     failed = frame.filter(pl.col("status") != "ok").group_by(GROUP).agg(pl.len().alias("failed"))

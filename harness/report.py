@@ -17,7 +17,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -630,11 +630,12 @@ def _provenance_html(prov: dict) -> str:
 
 
 def write_report(runs_dir: Path | str, out_dir: Path | str, *, title: str | None = None,
-                 report_command: str | None = None, replicates: int = N_BOOTSTRAP) -> dict[str, Path]:
+                 report_command: str | None = None, replicates: int = N_BOOTSTRAP,
+                 only: Mapping[str, Collection[str]] | None = None) -> dict[str, Path]:
     """Write ``leaderboard.md``, ``index.html``, ``results.parquet`` (and one SVG plot per dataset, which
     the Markdown links) into ``out_dir``; returns their paths."""
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
-    summary = summarise(runs_dir, replicates=replicates)
+    summary = summarise(runs_dir, replicates=replicates, only=only)
     prov = provenance(summary, runs_dir, report_command)
     title = title or f"Leaderboard: {runs_dir.name}"
     out_dir.mkdir(parents=True, exist_ok=True)

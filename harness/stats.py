@@ -40,7 +40,7 @@ Conventions (stated because they change numbers):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -311,19 +311,21 @@ class Summary:
     results: list[dict]  # every ok result record (for hardware / commit / provenance)
 
 
-def summarise(root: Path | str, *, replicates: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED) -> Summary:
+def summarise(root: Path | str, *, replicates: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED,
+              only: Mapping[str, Collection[str]] | None = None) -> Summary:
     """The leaderboard of ``root`` with CIs, paired tests against the top, per-class recall, confusion
-    matrices and the Pareto flag."""
+    matrices and the Pareto flag; ``only`` restricts it to some methods / datasets / samplers (the paired
+    tests are then against the top of the selection)."""
     import polars as pl
 
     from harness import leaderboard
     from harness.store import iter_results
 
-    board = leaderboard.build(root)
+    board = leaderboard.build(root, only)
     if board.is_empty():
         return Summary(board, {}, [])
-    results = [(folder, r) for folder, r in iter_results(root) if r.get("status") == "ok"]
-    per_trial = leaderboard.collect(root).filter(pl.col("status") == "ok")
+    results = [(folder, r) for folder, r in iter_results(root, only) if r.get("status") == "ok"]
+    per_trial = leaderboard.collect(root, only).filter(pl.col("status") == "ok")
 
     details: dict[tuple[str, str, str], GroupDetail] = {}
     for folder, result in results:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +73,15 @@ class ResultStore:
         return bool(result) and result.get("status") == "ok"
 
 
-def iter_results(root: Path | str) -> Iterator[tuple[Path, dict]]:
-    """Every ``result.json`` under ``root`` (any depth), with its folder."""
+def iter_results(root: Path | str, only: Mapping[str, Collection[str]] | None = None
+                 ) -> Iterator[tuple[Path, dict]]:
+    """Every ``result.json`` under ``root`` (any depth), with its folder. ``only`` keeps the results whose
+    fields are among the given values, e.g. ``{"method": {"resnet", "focal"}, "dataset": {"retinamnist"}}``."""
     for path in sorted(Path(root).rglob("result.json")):
         try:
-            yield path.parent, json.loads(path.read_text())
+            result = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
+        if only and any(values and result.get(field) not in values for field, values in only.items()):
+            continue
+        yield path.parent, result

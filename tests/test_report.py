@@ -371,3 +371,20 @@ def test_report_says_what_each_dataset_trained_on():
               "protocol": "official, training split subsampled to 1080 of 4708"}
     assert _data_text(capped).endswith("max_train=1080, size=28, split=official): 1080 training / 400 test "
                                        "images; official, training split subsampled to 1080 of 4708")
+
+
+def test_report_of_a_selection_ranks_and_tests_within_it(runs, tmp_path):
+    from harness.cli import main
+
+    out = tmp_path / "ablation"
+    result = CliRunner().invoke(main, ["report", str(runs), "--out", str(out), "--bootstrap", "200",
+                                       "--methods", "fastnet,weak"])
+    assert result.exit_code == 0, result.output
+    board = pl.read_parquet(out / "results.parquet")
+    assert board.sort("rank")["method"].to_list() == ["fastnet", "weak"]  # oracle left out: fastnet is top
+    assert "Paired tests against the top method, **fastnet**" in (out / "leaderboard.md").read_text()
+    assert "--methods fastnet,weak" in (out / "leaderboard.md").read_text()
+
+    result = CliRunner().invoke(main, ["report", str(runs), "--out", str(tmp_path / "none"), "--methods", "nope"])
+    assert result.exit_code == 2 and "no finished trial" in result.output and "nope" in result.output
+    assert not (tmp_path / "none").exists()
