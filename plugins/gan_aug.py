@@ -30,8 +30,8 @@ Artefacts: ``gan_samples.png`` (one row per class, in class order, generated aft
 
 Profiles: ``smoke`` (seconds, for tests); ``cpu`` (a narrow GAN, 300 steps of batch 32, then 6 classifier
 epochs with the minority classes topped up to a quarter of the majority count; on the synthetic default
-that is about 4,900 classifier image-steps plus a GAN about a tenth of that cost, against 6,000 image-steps of
-``resnet``'s cpu profile; measured times in benchmarks/README.md "GAN augmentation (issue 5)");
+that is 6 passes over the training split plus the top-up, and a GAN about a tenth of that cost, against
+``resnet``'s 12 passes; measured times in benchmarks/README.md "GAN augmentation (issue 5)");
 ``paper`` (a wider GAN trained for 20k steps with a 64 px generator, Adam 2e-4 / betas (0.5, 0.999) as
 in DCGAN and DiffAugment's low-data setting, the classifier as MedMNIST v2's ResNet-18 with every class
 topped up to the majority count; run with ``--set dataset.size=64`` or larger for the 64-128 px setting).

@@ -75,8 +75,6 @@ def subsample_train(labels: np.ndarray, max_train: int) -> np.ndarray:
     at least one image), drawn with a fixed seed so that every trial sees the same images."""
     from harness.data import stratified_split
 
-    if max_train >= len(labels):
-        return np.arange(len(labels))
     keep, _ = stratified_split(labels, (max_train / len(labels), 1 - max_train / len(labels)), SUBSAMPLE_SEED)
     return keep
 
