@@ -1,8 +1,8 @@
 """Does each step of an ablation help? Paired tests between consecutive rows (issue 6: DiffMIC's Table 2).
 
 For each dataset under RUNS_DIR, compares row i+1 with row i of the given method order on the shared test
-images and seeds, with the report's tests (paired bootstrap of the Macro-F1 difference, McNemar for
-accuracy), and prints a Markdown table:
+images and seeds, with the report's tests (paired bootstrap of the Macro-F1 difference over test images,
+paired t-test of it over seeds, McNemar for accuracy), and prints a Markdown table:
 
     python benchmarks/ablation_steps.py /tmp/lb --methods diffmic-basic,diffmic-c1,diffmic-c2,diffmic
 """
@@ -27,23 +27,24 @@ def main() -> None:
     datasets = sorted({d for d, _, _ in summary.details})
     if not datasets:
         raise SystemExit(f"no finished trial of {', '.join(methods)} under {args.runs_dir}")
-    print("| dataset | step | seeds | Δ Macro-F1 [95% CI] | p (bootstrap) | Δ accuracy | p (McNemar) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| dataset | step | seeds | Δ Macro-F1 [95% CI] | p (bootstrap) | p (seeds) | Δ accuracy | p (McNemar) |")
+    print("|---|---|---|---|---|---|---|---|")
     for dataset in datasets:
         for before, after in zip(methods, methods[1:]):
             a = summary.details.get((dataset, after, args.sampler))
             b = summary.details.get((dataset, before, args.sampler))
             if a is None or b is None:
-                print(f"| {dataset} | {before} → {after} | missing | | | | |")
+                print(f"| {dataset} | {before} → {after} | missing | | | | | |")
                 continue
             c = compare(a, b, replicates=args.bootstrap)
             if "f1_diff" not in c:
-                print(f"| {dataset} | {before} → {after} | no paired seeds | | | | |")
+                print(f"| {dataset} | {before} → {after} | no paired seeds | | | | | |")
                 continue
             star = lambda p: " *" if p < ALPHA else ""  # noqa: E731
+            seed_p = "–" if c["f1_seed_p"] is None else f"{c['f1_seed_p']:.3g}{star(c['f1_seed_p'])}"
             print(f"| {dataset} | {before} → {after} | {len(c['paired_seeds'])} | {c['f1_diff']:+.3f} "
                   f"[{c['f1_diff_low']:+.3f}, {c['f1_diff_high']:+.3f}] | {c['f1_p']:.3g}{star(c['f1_p'])} | "
-                  f"{c['acc_diff']:+.3f} | {c['mcnemar_p']:.3g}{star(c['mcnemar_p'])} |")
+                  f"{seed_p} | {c['acc_diff']:+.3f} | {c['mcnemar_p']:.3g}{star(c['mcnemar_p'])} |")
 
 
 if __name__ == "__main__":

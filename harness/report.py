@@ -191,12 +191,13 @@ def to_markdown(summary: Summary, prov: dict, title: str, svg_files: dict[str, s
         lines += [f"## {_md(dataset)}", "",
                   f"Paired tests against the top method, **{_md(top['method'])}** ({_md(top['sampler'])}).", ""]
         header = ["rank", "method", "sampler", "seeds", "Macro-F1", "Δ Macro-F1 vs top [95% CI]", "p (bootstrap)",
-                  *(SHORT[m] for m in metrics), "p (McNemar)", "ms/img b1", "Pareto"]
+                  "p (seeds)", *(SHORT[m] for m in metrics), "p (McNemar)", "ms/img b1", "Pareto"]
         lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
         for row in rows:
             seeds = str(row["seeds"]) + (f" ({row['failed']} failed)" if row.get("failed") else "")
             cells = [str(row["rank"]), _md(row["method"]), _md(row["sampler"]), seeds, _mean_ci(row, "macro_f1"),
                      _diff(row), _p(row.get("f1_p_value")) + _mark(row.get("f1_significant")),
+                     _p(row.get("f1_seed_p_value")) + _mark(row.get("f1_seed_significant")),
                      *(_mean_ci(row, m) for m in metrics),
                      _p(row.get("mcnemar_p_value")) + _mark(row.get("accuracy_significant")),
                      _mean_ci(row, "ms_per_image_b1", 2), "◆" if row.get("pareto") else ""]
@@ -207,7 +208,9 @@ def to_markdown(summary: Summary, prov: dict, title: str, svg_files: dict[str, s
     lines += [
         "Mean ± half-width of the 95% Student's t confidence interval over seeds (a single seed shows the "
         "value alone). Ranked by mean Macro-F1 within each dataset. Δ: paired bootstrap of the Macro-F1 "
-        f"difference on the shared test images ({replicates} resamples, percentile CI); McNemar: paired test of "
+        f"difference on the shared test images ({replicates} resamples, percentile CI): the uncertainty of the "
+        "test set for the trained models. p (seeds): paired t-test of the per-seed Macro-F1 differences "
+        "(needs 2+ paired seeds): whether the gap holds across training seeds. McNemar: paired test of "
         f"accuracy against the top method (exact binomial on the discordant pairs, chi-square with continuity "
         f"correction above {EXACT_MCNEMAR_MAX} of them). * = significant at {ALPHA} (two-sided, uncorrected). "
         "◆ = on the Pareto front of Macro-F1 against ms per image at batch 1.", "",
@@ -424,7 +427,7 @@ def _td(text: str, sort_value: Any = None, cls: str = "", title: str = "") -> st
 
 def _board_html(rows: list[dict], ids: dict, table_id: str, metrics: list[str]) -> str:
     heads = [("rank", "num"), ("method", "text"), ("sampler", "text"), ("seeds", "num"), ("Macro-F1", "num"),
-             ("Δ Macro-F1 vs top [95% CI]", "num"), ("p (bootstrap)", "num"),
+             ("Δ Macro-F1 vs top [95% CI]", "num"), ("p (bootstrap)", "num"), ("p (seeds)", "num"),
              *((SHORT[m], "num") for m in metrics), ("p (McNemar)", "num"), ("ms/img b1", "num"),
              ("params", "num"), ("Pareto", "text")]
     out = [f'<div class="scroll"><table class="board" id="{table_id}"><thead><tr>'
@@ -435,6 +438,7 @@ def _board_html(rows: list[dict], ids: dict, table_id: str, metrics: list[str]) 
               if not _nan(row.get("macro_f1_ci_low")) else "one seed: no interval")
         f1_sig = row.get("f1_significant")
         acc_sig = row.get("accuracy_significant")
+        seed_sig = row.get("f1_seed_significant")
         cells = [
             _td(esc(row["rank"]), row["rank"]),
             _td(f'<a href="#{ids[key]}">{esc(row["method"])}</a>', str(row["method"])),
@@ -445,6 +449,10 @@ def _board_html(rows: list[dict], ids: dict, table_id: str, metrics: list[str]) 
             _td(esc(_p(row.get("f1_p_value"))) + (' <span class="sig" title="significant at 0.05">*</span>'
                                                   if f1_sig else ""),
                 row.get("f1_p_value"), "sig-cell" if f1_sig else ""),
+            _td(esc(_p(row.get("f1_seed_p_value"))) + (' <span class="sig" title="significant at 0.05">*</span>'
+                                                       if seed_sig else ""),
+                row.get("f1_seed_p_value"), "sig-cell" if seed_sig else "",
+                title=_seed_diffs_title(row.get("f1_seed_diffs"))),
             *(_td(esc(_mean_ci(row, m)), row.get(f"{m}_mean")) for m in metrics),
             _td(esc(_p(row.get("mcnemar_p_value"))) + (' <span class="sig" title="significant at 0.05">*</span>'
                                                        if acc_sig else ""),
@@ -457,6 +465,25 @@ def _board_html(rows: list[dict], ids: dict, table_id: str, metrics: list[str]) 
         out.append(f'<tr{cls} data-method="{esc(row["method"])}">' + "".join(cells) + "</tr>")
     out.append("</tbody></table></div>")
     return "\n".join(out)
+
+
+def _seed_test_text(cmp: dict) -> str:
+    diffs = cmp.get("seed_diffs") or []
+    if not diffs:
+        return ""
+    per_seed = ", ".join(f"{d:+.4f}" for d in diffs)
+    if cmp.get("f1_seed_p") is None:
+        why = "one paired seed" if len(diffs) < 2 else "the differences do not vary"
+        return f"Per-seed differences {esc(per_seed)}: no t-test over seeds ({why}). "
+    verdict = "significant" if cmp["f1_seed_significant"] else "not significant"
+    return (f"Per-seed differences {esc(per_seed)}: paired t-test over seeds p = {esc(_p(cmp['f1_seed_p']))} — "
+            f"{verdict}. ")
+
+
+def _seed_diffs_title(diffs: list[float] | None) -> str:
+    if not diffs:
+        return ""
+    return "Macro-F1 minus the top's, per paired seed: " + ", ".join(f"{d:+.3f}" for d in diffs)
 
 
 def _params(value: Any) -> str:
@@ -505,6 +532,7 @@ def _detail_html(detail: GroupDetail, row: dict, anchor: str) -> str:
             f"pairs): Macro-F1 difference {cmp['f1_diff']:+.4f}, 95% CI [{cmp['f1_diff_low']:+.4f}, "
             f"{cmp['f1_diff_high']:+.4f}], p = {esc(_p(cmp['f1_p']))} (paired bootstrap, {cmp['replicates']} "
             f"resamples) — {'significant' if cmp['f1_significant'] else 'not significant'} at {ALPHA}. "
+            + _seed_test_text(cmp) +
             f"Accuracy difference {cmp['acc_diff']:+.4f}; McNemar ({esc(cmp['mcnemar_test'])}): "
             f"{cmp['mcnemar_b']} images right only here, {cmp['mcnemar_c']} right only in the top method, "
             f"p = {esc(_p(cmp['mcnemar_p']))} — {'significant' if cmp['acc_significant'] else 'not significant'}."
@@ -598,7 +626,10 @@ def to_html(summary: Summary, prov: dict, title: str, replicates: int = N_BOOTST
     parts.append('<section id="about"><h2>How to read this</h2><p class="note">Mean ± half-width of the 95% '
                  "Student's t confidence interval over seeds (hover a Macro-F1 cell for the interval). Δ Macro-F1: "
                  "paired bootstrap over the shared test images (the same resampled images for both methods and "
-                 f"every seed; {replicates} resamples; percentile CI; two-sided p). p (McNemar): paired test of "
+                 f"every seed; {replicates} resamples; percentile CI; two-sided p): the test-set uncertainty for "
+                 "the trained models. p (seeds): paired t-test of the per-seed Macro-F1 differences (2+ paired "
+                 "seeds; hover for the differences): whether the gap holds across training seeds, which vary "
+                 "initialisation, augmentation and batch order. p (McNemar): paired test of "
                  f"accuracy on the pooled seeds (exact binomial on the discordant pairs; chi-square with continuity "
                  f"correction above {EXACT_MCNEMAR_MAX} of them). * = significant at {ALPHA}, "
                  "not corrected for multiple comparisons. Latency: median ms per image at batch 1, measured by the "

@@ -28,6 +28,14 @@ Conventions (stated because they change numbers):
   ``(|b - c| - 1)^2 / (b + c)`` on one degree of freedom. No discordant pairs gives p = 1.
   Pooling seeds that share test images treats repeated images as independent pairs; with one seed the
   test is exact McNemar.
+- **Paired t-test over seeds of the Macro-F1 difference**: the bootstrap above and McNemar hold the trained
+  models fixed and ask whether the gap survives a different draw of *test images*; they say nothing about
+  a different draw of *training randomness* (initialisation, augmentation, batch order), which with small
+  training sets is often the larger source of variation. This test asks that question: the per-seed
+  differences ``MacroF1(method, s) - MacroF1(top, s)`` over the paired seeds go to
+  ``scipy.stats.ttest_rel`` (two-sided, n - 1 degrees of freedom). It needs at least two paired seeds
+  (otherwise no p-value); differences that are all equal give p = 1 when they are zero and no p-value
+  otherwise (zero variance). With 3 seeds it has little power: a p above 0.05 is "not shown", not "equal".
 - p-values are not corrected for multiple comparisons; a difference is marked significant when p < 0.05.
 - **Per-class recall and the confusion matrix** are pooled over seeds: the confusion matrices of the
   seeds (rows = true class, columns = predicted, ``sklearn.metrics.confusion_matrix`` with all K labels)
@@ -158,6 +166,32 @@ def paired_bootstrap_macro_f1(
     extreme = np.count_nonzero(np.abs(diffs - observed) >= abs(observed) - 1e-12)
     return {"diff": observed, "low": float(low), "high": float(high),
             "p_value": float((1 + extreme) / (replicates + 1)), "replicates": replicates}
+
+
+def paired_seed_ttest(sets: Sequence[PairedSet], num_classes: int) -> dict[str, Any]:
+    """Paired t-test over seeds of ``MacroF1(a) - MacroF1(b)`` (see the module docstring).
+
+    Returns the per-seed ``diffs``, ``statistic`` and ``p_value`` (None when it cannot be computed: fewer than
+    two seeds, or non-zero differences that are all equal)."""
+    from scipy import stats
+
+    f1_a, f1_b = [], []
+    for s in sets:
+        f1_a.append(float(macro_f1_counts(*(x.sum(0) for x in _indicators(
+            np.asarray(s.labels), np.asarray(s.pred_a), num_classes)))))
+        f1_b.append(float(macro_f1_counts(*(x.sum(0) for x in _indicators(
+            np.asarray(s.labels), np.asarray(s.pred_b), num_classes)))))
+    diffs = [a - b for a, b in zip(f1_a, f1_b)]
+    out: dict[str, Any] = {"diffs": diffs, "statistic": None, "p_value": None}
+    if len(diffs) < 2:
+        return out
+    if np.ptp(diffs) <= 1e-12:  # zero variance: t is undefined unless every difference is zero
+        if abs(diffs[0]) <= 1e-12:
+            out.update(statistic=0.0, p_value=1.0)
+        return out
+    result = stats.ttest_rel(f1_a, f1_b)
+    out.update(statistic=float(result.statistic), p_value=float(result.pvalue))
+    return out
 
 
 def mcnemar(b: int, c: int, *, exact: bool | None = None) -> dict[str, Any]:
@@ -295,7 +329,10 @@ def compare(method: GroupDetail, top: GroupDetail, *, replicates: int = N_BOOTST
     k = max(method.trials[0].num_classes, top.trials[0].num_classes)
     boot = paired_bootstrap_macro_f1(sets, k, replicates=replicates, seed=seed)
     mc = paired_mcnemar(sets)
+    seeds_test = paired_seed_ttest(sets, k)
     out.update(
+        seed_diffs=seeds_test["diffs"], f1_seed_p=seeds_test["p_value"],
+        f1_seed_significant=None if seeds_test["p_value"] is None else seeds_test["p_value"] < ALPHA,
         f1_diff=boot["diff"], f1_diff_low=boot["low"], f1_diff_high=boot["high"], f1_p=boot["p_value"],
         f1_significant=boot["p_value"] < ALPHA, replicates=boot["replicates"],
         acc_diff=mc["accuracy_diff"], mcnemar_b=mc["b"], mcnemar_c=mc["c"], mcnemar_p=mc["p_value"],
@@ -379,6 +416,8 @@ def summarise(root: Path | str, *, replicates: int = N_BOOTSTRAP, seed: int = BO
                 "f1_diff": cmp.get("f1_diff"), "f1_diff_ci_low": cmp.get("f1_diff_low"),
                 "f1_diff_ci_high": cmp.get("f1_diff_high"), "f1_p_value": cmp.get("f1_p"),
                 "f1_significant": cmp.get("f1_significant"),
+                "f1_seed_diffs": cmp.get("seed_diffs"),
+                "f1_seed_p_value": cmp.get("f1_seed_p"), "f1_seed_significant": cmp.get("f1_seed_significant"),
                 "accuracy_diff": cmp.get("acc_diff"), "mcnemar_b": cmp.get("mcnemar_b"),
                 "mcnemar_c": cmp.get("mcnemar_c"), "mcnemar_p_value": cmp.get("mcnemar_p"),
                 "mcnemar_test": cmp.get("mcnemar_test"), "accuracy_significant": cmp.get("acc_significant"),
@@ -388,7 +427,8 @@ def summarise(root: Path | str, *, replicates: int = N_BOOTSTRAP, seed: int = BO
                 else detail.confusion.tolist(),
             })
     schema = {"f1_diff": pl.Float64, "f1_diff_ci_low": pl.Float64, "f1_diff_ci_high": pl.Float64,
-              "f1_p_value": pl.Float64, "f1_significant": pl.Boolean, "accuracy_diff": pl.Float64,
+              "f1_p_value": pl.Float64, "f1_significant": pl.Boolean, "f1_seed_diffs": pl.List(pl.Float64),
+              "f1_seed_p_value": pl.Float64, "f1_seed_significant": pl.Boolean, "accuracy_diff": pl.Float64,
               "mcnemar_b": pl.Int64, "mcnemar_c": pl.Int64, "mcnemar_p_value": pl.Float64,
               "mcnemar_test": pl.String, "accuracy_significant": pl.Boolean, "paired_seeds": pl.Int64,
               "per_class_recall": pl.List(pl.Float64), "confusion_matrix": pl.List(pl.List(pl.Int64))}

@@ -113,6 +113,10 @@ def test_summary_statistics_match_scipy_and_sklearn(runs):
     assert (row["mcnemar_b"], row["mcnemar_c"]) == (0, wrong)
     assert row["mcnemar_p_value"] == pytest.approx(stats.binomtest(0, wrong, 0.5).pvalue)
     assert row["paired_seeds"] == 3
+    # paired t-test over seeds of the per-seed Macro-F1 differences (the top's F1 is 1 on every seed)
+    assert row["f1_seed_diffs"] == pytest.approx((f1s - 1.0).tolist())
+    assert row["f1_seed_p_value"] == pytest.approx(stats.ttest_rel(f1s, np.ones(3)).pvalue)
+    assert row["f1_seed_significant"] == (row["f1_seed_p_value"] < 0.05)
     # confusion matrix and per-class recall pooled over seeds
     cm = sum(confusion_matrix(y, p, labels=range(K)) for p in fast_preds)
     assert row["confusion_matrix"] == cm.tolist()
@@ -122,6 +126,28 @@ def test_summary_statistics_match_scipy_and_sklearn(runs):
     # Pareto: oracle (best F1) and fastnet (fastest) are on the front; weak (slower, worse than fastnet) is not
     front = dict(zip(board["method"].to_list(), board["pareto"].to_list()))
     assert front == {"oracle": True, "fastnet": True, XSS: False, "weak": False}
+
+
+def test_a_gap_that_flips_between_seeds_is_not_significant_over_seeds(tmp_path):
+    """Better on two seeds by a lot, worse on the third: the test-image bootstrap pools the seeds and calls
+    the gap significant; the t-test over seeds does not, and the report shows both."""
+    root = tmp_path / "flip"
+    y = _labels()
+    for seed, (acc_a, acc_b) in enumerate([(0.95, 0.5), (0.95, 0.5), (0.55, 0.75)]):
+        write_trial(root, "a", seed, _noisy(y, acc_a, 40 + seed), 1.0)
+        write_trial(root, "b", seed, _noisy(y, acc_b, 50 + seed), 1.0)
+    board = summarise(root, replicates=400).board
+    assert board["method"].to_list() == ["a", "b"]
+    row = board.row(1, named=True)
+    assert row["f1_significant"] and row["f1_p_value"] < 0.05
+    assert not row["f1_seed_significant"] and row["f1_seed_p_value"] > 0.05
+    assert row["f1_seed_diffs"][2] > 0 > row["f1_seed_diffs"][0]
+    out = tmp_path / "flip-report"
+    write_report(root, out, replicates=400)
+    text = (out / "leaderboard.md").read_text()
+    assert "p (seeds)" in text and "t-test" in text
+    page = (out / "index.html").read_text()
+    assert "paired t-test over seeds p = " in page and "Macro-F1 minus the top&#x27;s, per paired seed" in page
 
 
 def test_identical_methods_are_not_significantly_different(tmp_path):

@@ -17,6 +17,7 @@ from harness.stats import (
     mean_ci,
     paired_bootstrap_macro_f1,
     paired_mcnemar,
+    paired_seed_ttest,
     pareto_front,
 )
 
@@ -181,6 +182,33 @@ def test_bootstrap_over_seeds_is_mean_of_per_seed_differences_and_is_seeded():
     expected = np.mean([_f1(y, sets[0].pred_a, k) - _f1(y, sets[0].pred_b, k),
                         _f1(y[:50], other.pred_a, k) - _f1(y[:50], other.pred_b, k)])
     assert mixed["diff"] == pytest.approx(expected)
+
+
+def test_seed_ttest_is_scipy_ttest_rel_on_per_seed_macro_f1():
+    rng = np.random.default_rng(5)
+    k, n = 3, 70
+    y = rng.integers(0, k, n)
+    sets = [PairedSet(y, _noisy(y, k, acc_a, rng), _noisy(y, k, 0.6, rng)) for acc_a in (0.8, 0.65, 0.5)]
+    out = paired_seed_ttest(sets, k)
+    f1_a = [_f1(y, s.pred_a, k) for s in sets]
+    f1_b = [_f1(y, s.pred_b, k) for s in sets]
+    assert out["diffs"] == pytest.approx([a - b for a, b in zip(f1_a, f1_b)])
+    expected = stats.ttest_rel(f1_a, f1_b)
+    assert out["p_value"] == pytest.approx(expected.pvalue)
+    assert out["statistic"] == pytest.approx(expected.statistic)
+
+
+def test_seed_ttest_edge_cases():
+    rng = np.random.default_rng(6)
+    k, n = 3, 40
+    y = rng.integers(0, k, n)
+    a, b = _noisy(y, k, 0.8, rng), _noisy(y, k, 0.5, rng)
+    one = paired_seed_ttest([PairedSet(y, a, b)], k)  # one seed: no test
+    assert one["p_value"] is None and len(one["diffs"]) == 1
+    same = paired_seed_ttest([PairedSet(y, a, a.copy()), PairedSet(y, b, b.copy())], k)
+    assert same["p_value"] == 1.0 and same["diffs"] == [0.0, 0.0]
+    constant = paired_seed_ttest([PairedSet(y, a, b), PairedSet(y, a, b)], k)  # non-zero, zero variance
+    assert constant["p_value"] is None and constant["diffs"][0] == constant["diffs"][1] != 0
 
 
 def test_paired_set_rejects_mismatched_lengths():
