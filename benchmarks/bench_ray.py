@@ -38,9 +38,9 @@ def uptime() -> str:
 def timed_run(args: list[str], workdir: Path) -> dict:
     """Wall time of one ``harness run`` in a fresh folder, and the trials' own total_seconds."""
     runs = workdir / "runs"
-    methods = [] if METHODS == "all" else ["--methods", METHODS]  # "all": every registered method
-    command = ["harness", "run", *methods, "--datasets", "synthetic", "--seeds", SEEDS,
+    command = ["harness", "run", "--methods", METHODS, "--datasets", "synthetic", "--seeds", SEEDS,
                "--runs-dir", str(runs), *args]
+    expected = len(METHODS.split(",")) * len(SEEDS.split(","))
     t0 = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -50,8 +50,9 @@ def timed_run(args: list[str], workdir: Path) -> dict:
     records = [json.loads(p.read_text()) for p in runs.rglob("result.json")]
     records = [r for r in records if "schema" in r]
     failed = [r["key"] for r in records if r["status"] != "ok"]
-    if not records or failed:
-        raise SystemExit(f"{len(records)} trials, failed: {failed}: {' '.join(command)}")
+    if len(records) != expected or failed:
+        raise SystemExit(f"expected {expected} finished trials, found {len(records)} (failed: {failed}): "
+                         f"{' '.join(command)}")
     return {
         "command": " ".join("DIR" if c == str(runs) else c for c in command),
         "wall_s": round(wall, 1),
@@ -63,6 +64,12 @@ def timed_run(args: list[str], workdir: Path) -> dict:
 
 
 ONLY: list[str] = []
+
+
+def registered_methods() -> list[str]:
+    """Every registered method, as ``harness list methods --json`` gives them (what ``harness run`` runs)."""
+    listing = subprocess.run(["harness", "list", "methods", "--json"], capture_output=True, text=True, check=True)
+    return [m["name"] for m in json.loads(listing.stdout)]
 
 
 def figure(name: str, variants: dict[str, list[str]]) -> dict:
@@ -104,17 +111,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["overhead", "throughput", "all"])
     parser.add_argument("--json", type=Path, help="Also write the numbers here.")
-    parser.add_argument("--epochs", type=int, help="throughput: override the cpu profile's 12 epochs (a loaded "
-                                                   "machine); leave out for the real figure.")
+    parser.add_argument("--epochs", type=int, help="throughput: override each method's cpu-profile epochs (12 "
+                                                   "for resnet), for a loaded machine; leave out for the real figure.")
     parser.add_argument("--methods", default=METHODS, help="methods to run (comma-separated), or 'all' for every "
                                                                "registered method (default: resnet)")
     parser.add_argument("--seeds", default=SEEDS, help=f"seeds (default: {SEEDS})")
     parser.add_argument("--only", action="append", default=[], metavar="TEXT",
                         help="Run only the variants whose label contains TEXT (repeatable), e.g. --only ray.")
     args = parser.parse_args()
-    if args.epochs and args.methods == "all":
-        parser.error("--epochs needs the methods named (--methods a,b): it is set per method")
-    METHODS, SEEDS = args.methods, args.seeds
+    METHODS = ",".join(registered_methods()) if args.methods == "all" else args.methods
+    SEEDS = args.seeds
     ONLY.extend(args.only)
     results = []
     if args.what in ("overhead", "all"):

@@ -9,7 +9,8 @@ Conventions (stated because they change numbers):
 - **Paired comparisons** are made between each (method, sampler) and the top one of its dataset (rank 1
   by mean Macro-F1), on the seeds both finished, image by image. A seed is paired only when both trials
   predicted the same test images (same ``index`` and ``label`` columns); other seeds are left out and
-  counted in ``unpaired_seeds``.
+  counted in ``unpaired_seeds``. A seed with several trials in one group (say, two experiments under the
+  same root) is paired once, by its newest trial.
 - **Paired bootstrap of the Macro-F1 difference**: the statistic is the mean over paired seeds of
   ``MacroF1(method) - MacroF1(top)`` (so it equals the difference of the leaderboard means over those
   seeds). Each replicate resamples test images with replacement and uses the *same* resampled images for
@@ -308,12 +309,22 @@ def _confusion(trials: list[TrialPredictions], k: int) -> tuple[np.ndarray, np.n
     return total, recall
 
 
+def _one_per_seed(trials: list[TrialPredictions]) -> dict[int, TrialPredictions]:
+    """Seed -> its newest trial (by the result's ``finished`` time), in seed order."""
+    newest: dict[int, TrialPredictions] = {}
+    for t in sorted(trials, key=lambda t: (t.seed, str(t.result.get("finished") or ""))):
+        newest[t.seed] = t
+    return newest
+
+
 def compare(method: GroupDetail, top: GroupDetail, *, replicates: int = N_BOOTSTRAP,
             seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
-    """Paired tests of ``method`` against ``top`` over their shared, identically-tested seeds."""
-    by_seed = {t.seed: t for t in top.trials}
+    """Paired tests of ``method`` against ``top`` over their shared, identically-tested seeds. A seed with
+    several trials in a group (other configs or experiments under the same root) is paired once, by its
+    newest trial, so no seed counts twice."""
+    by_seed = _one_per_seed(top.trials)
     sets, seeds, unpaired = [], [], []
-    for t in sorted(method.trials, key=lambda t: t.seed):
+    for t in _one_per_seed(method.trials).values():
         other = by_seed.get(t.seed)
         if other is None:
             unpaired.append(t.seed)

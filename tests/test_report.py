@@ -144,10 +144,58 @@ def test_a_gap_that_flips_between_seeds_is_not_significant_over_seeds(tmp_path):
     assert row["f1_seed_diffs"][2] > 0 > row["f1_seed_diffs"][0]
     out = tmp_path / "flip-report"
     write_report(root, out, replicates=400)
-    text = (out / "leaderboard.md").read_text()
-    assert "p (seeds)" in text and "t-test" in text
+    table = [line for line in (out / "leaderboard.md").read_text().splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    cells = [c.strip() for c in next(line for line in table if line.startswith("| 2 |")).strip("|").split("|")]
+    assert len(cells) == len(header)
+    assert cells[header.index("p (bootstrap)")].endswith("*")
+    seed_cell = cells[header.index("p (seeds)")]
+    assert not seed_cell.endswith("*") and float(seed_cell) == pytest.approx(row["f1_seed_p_value"], abs=0.006)
     page = (out / "index.html").read_text()
-    assert "paired t-test over seeds p = " in page and "Macro-F1 minus the top&#x27;s, per paired seed" in page
+    assert f"paired t-test over seeds p = {seed_cell} — not significant" in page
+    assert "Macro-F1 minus the top&#x27;s, per paired seed: " + ", ".join(
+        f"{d:+.3f}" for d in row["f1_seed_diffs"]) in page
+
+
+def test_no_seed_test_with_one_paired_seed_or_constant_differences(tmp_path):
+    y = _labels()
+    one = tmp_path / "one"
+    for seed in range(2):
+        write_trial(one, "a", seed, y.copy(), 1.0)
+    write_trial(one, "b", 0, _noisy(y, 0.6, 60), 1.0)
+    write_report(one, tmp_path / "one-report", replicates=100)
+    page = (tmp_path / "one-report" / "index.html").read_text()
+    assert "no t-test over seeds (one paired seed)" in page
+    const = tmp_path / "const"
+    for seed in range(2):  # the same predictions on every seed: the differences do not vary
+        write_trial(const, "a", seed, y.copy(), 1.0)
+        write_trial(const, "b", seed, _noisy(y, 0.6, 61), 1.0)
+    row = summarise(const, replicates=100).board.row(1, named=True)
+    assert row["f1_seed_p_value"] is None and row["f1_seed_diffs"][0] == row["f1_seed_diffs"][1] < 0
+    write_report(const, tmp_path / "const-report", replicates=100)
+    assert "no t-test over seeds (the differences do not vary)" in (
+        tmp_path / "const-report" / "index.html").read_text()
+
+
+def test_a_seed_run_twice_is_paired_once_by_its_newest_trial(tmp_path):
+    """Two experiments under one root with the same seeds: each seed is one pair, not two."""
+    root = tmp_path / "runs"
+    y = _labels()
+    newest = {}
+    for exp, finished in (("old", "2026-01-01T00:01:00+00:00"), ("new", "2026-02-01T00:01:00+00:00")):
+        for seed in range(2):
+            write_trial(root / exp, "a", seed, y.copy(), 1.0)
+            pred = _noisy(y, 0.5 if exp == "old" else 0.7, 70 + seed + (10 if exp == "new" else 0))
+            folder = write_trial(root / exp, "b", seed, pred, 1.0)
+            for f in (folder, root / exp / f"a-toy-uniform-s{seed}"):
+                record = json.loads((f / "result.json").read_text())
+                record["finished"] = finished
+                (f / "result.json").write_text(json.dumps(record))
+            if exp == "new":
+                newest[seed] = _f1(y, pred) - 1.0
+    row = summarise(root, replicates=100).board.filter(pl.col("method") == "b").row(0, named=True)
+    assert row["paired_seeds"] == 2
+    assert row["f1_seed_diffs"] == pytest.approx([newest[0], newest[1]])
 
 
 def test_identical_methods_are_not_significantly_different(tmp_path):
