@@ -160,6 +160,7 @@ def run(ctx, config_file, methods, datasets, samplers, seeds, profile, overrides
     try:
         written = write_report(root, root / "report")
         click.echo(f"Report: {written['index.html']} (and leaderboard.md, results.parquet next to it)")
+        _echo_mixed_settings(root)
     except Exception as exc:  # the results are safe on disk; `harness report` can be re-run on them
         click.echo(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
                    f"the results are in {root}; retry with `harness report {root}`", err=True)
@@ -449,6 +450,16 @@ def report_cmd(ctx, runs_dir, out_dir, title, bootstrap, methods, datasets, samp
                            report_command=_command_line(ctx), replicates=bootstrap, only=only or None)
     for path in written.values():
         click.echo(f"Written: {path}")
+    _echo_mixed_settings(runs_dir, only or None)
+
+
+def _echo_mixed_settings(runs_dir: Path, only=None) -> None:
+    """Say on stderr which leaderboard rows pool trials of different settings or repeated seeds."""
+    from harness.report import mixed_settings
+    from harness.store import iter_results
+
+    for warning in mixed_settings([r for _, r in iter_results(runs_dir, only) if r.get("status") == "ok"]):
+        click.echo(f"warning: {warning}", err=True)
 
 
 if __name__ == "__main__":

@@ -144,6 +144,7 @@ def provenance(summary: Summary, root: Path, report_command: str | None = None) 
         "profiles": sorted({str(r.get("profile", "")) for r in results}),
         "hardware": hardware,
         "data": sorted(data),
+        "warnings": mixed_settings(results),
         "commands": commands,
         "report_command": report_command,
         "trials": len(results),
@@ -151,6 +152,48 @@ def provenance(summary: Summary, root: Path, report_command: str | None = None) 
         "finished": finished[-1] if finished else None,
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _settings(result: dict) -> dict[str, Any]:
+    """What a trial was run with, flat: profile, the method's config and the dataset's options."""
+    out: dict[str, Any] = {"profile": result.get("profile")}
+    out.update({f"{k}": v for k, v in (result.get("config") or {}).items()})
+    out.update({f"dataset.{k}": v for k, v in (result.get("dataset_options") or {}).items() if v is not None})
+    return out
+
+
+def mixed_settings(results: list[dict]) -> list[str]:
+    """Warnings for rows that pool trials they should not: trials of one (dataset, method, sampler) run with
+    different settings (say, a rerun with ``--set resnet.lr=...`` into the same experiment), whose mean mixes
+    them, or the same seed run more than once (the mean counts it twice; the paired tests use the newest)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((str(r.get("dataset")), str(r.get("method")), str(r.get("sampler"))), []).append(r)
+    out = []
+    for (dataset, method, sampler), members in sorted(groups.items()):
+        by_settings: dict[str, list[dict]] = {}
+        for r in members:
+            by_settings.setdefault(json.dumps(_settings(r), sort_keys=True, default=str), []).append(r)
+        where = f"{method} · {sampler} on {dataset}"
+        if len(by_settings) > 1:
+            flat = [json.loads(k) for k in by_settings]
+            differ = sorted({k for d in flat for k in d if any(d.get(k) != e.get(k) for e in flat)})
+            parts = []
+            for key, group in by_settings.items():
+                d = json.loads(key)
+                seeds = ",".join(str(r.get("seed")) for r in sorted(group, key=lambda r: r.get("seed") or 0))
+                parts.append(", ".join(f"{k}={d.get(k, '(unset)')}" for k in differ) + f" (seeds {seeds})")
+            out.append(f"{where} pools trials run with different settings: {'; '.join(parts)}. Its row mixes "
+                       "them: run each setting into its own experiment (--experiment NAME) and report them "
+                       "apart.")
+            continue
+        seeds = [r.get("seed") for r in members]
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1}, key=str)
+        if repeated:
+            out.append(f"{where} has seed(s) {', '.join(map(str, repeated))} more than once with the same "
+                       "settings (the same trial in several experiments?): the mean counts each, the paired "
+                       "tests use the newest.")
+    return out
 
 
 def _data_text(result: dict) -> str:
@@ -215,6 +258,8 @@ def to_markdown(summary: Summary, prov: dict, title: str, svg_files: dict[str, s
         f"correction above {EXACT_MCNEMAR_MAX} of them). * = significant at {ALPHA} (two-sided, uncorrected). "
         "◆ = on the Pareto front of Macro-F1 against ms per image at batch 1.", "",
     ]
+    if prov.get("warnings"):
+        lines += ["## Warnings", "", *(f"- {_md(w)}" for w in prov["warnings"]), ""]
     lines += ["## Reproduce", ""]
     lines.append("- Commit: " + ", ".join(f"`{_md(c)}`" for c in prov["commits"]))
     lines.append("- Harness: " + ", ".join(_md(v) for v in prov["harness_versions"]) + "; profile: "
@@ -357,7 +402,7 @@ table.board th { cursor: pointer; user-select: none; background: #f6f7f9; positi
 table.board th[aria-sort="ascending"]::after { content: " ▲"; }
 table.board th[aria-sort="descending"]::after { content: " ▼"; }
 tr.top td { font-weight: 600; }
-.sig { color: #b91c1c; font-weight: 600; } .front { color: var(--accent); }
+.sig, .warn { color: #b91c1c; font-weight: 600; } .front { color: var(--accent); }
 details { border: 1px solid var(--line); border-radius: 6px; padding: .4rem .8rem; margin: .5rem 0; }
 summary { cursor: pointer; font-weight: 600; }
 .grid { display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: flex-start; }
@@ -599,6 +644,9 @@ def to_html(summary: Summary, prov: dict, title: str, replicates: int = N_BOOTST
              f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
              f"<header><h1>{esc(title)}</h1><p class=\"muted\">Generated {esc(prov['generated'])} from "
              f"{prov['trials']} finished trial(s).</p></header>"]
+    if prov.get("warnings"):
+        parts.append('<section id="warnings"><h2>Warnings</h2><ul>'
+                     + "".join(f'<li class="warn">{esc(w)}</li>' for w in prov["warnings"]) + "</ul></section>")
     if board.is_empty():
         parts += ["<p>No finished trials.</p>"]
     metrics = [m for m in ("balanced_accuracy", "mcc", "accuracy", "auroc") if f"{m}_mean" in board.columns]

@@ -196,6 +196,36 @@ def test_a_seed_run_twice_is_paired_once_by_its_newest_trial(tmp_path):
     row = summarise(root, replicates=100).board.filter(pl.col("method") == "b").row(0, named=True)
     assert row["paired_seeds"] == 2
     assert row["f1_seed_diffs"] == pytest.approx([newest[0], newest[1]])
+    write_report(root, tmp_path / "twice-report", replicates=100)
+    text = (tmp_path / "twice-report" / "leaderboard.md").read_text()
+    assert "## Warnings" in text and "b · uniform on toy has seed(s) 0, 1 more than once" in text
+
+
+def test_a_row_pooling_different_settings_is_flagged(runs, tmp_path):
+    """A rerun with another config into the same results folder: the report says the row mixes settings."""
+    from harness.cli import main
+
+    root = tmp_path / "mixed"
+    y = _labels()
+    for seed in range(2):
+        write_trial(root / "default", "a", seed, y.copy(), 1.0)
+        write_trial(root / "default", "b", seed, _noisy(y, 0.6, 80 + seed), 1.0, config={"lr": 0.001})
+    write_trial(root / "tuned", "b", 0, _noisy(y, 0.7, 90), 1.0, config={"lr": 0.0003})
+    out = tmp_path / "mixed-report"
+    result = CliRunner().invoke(main, ["report", str(root), "--out", str(out), "--bootstrap", "100"])
+    assert result.exit_code == 0, result.output
+    expected = "b · uniform on toy pools trials run with different settings: "
+    assert "warning: " + expected in result.stderr
+    assert "lr=0.001 (seeds 0,1)" in result.stderr and "lr=0.0003 (seeds 0)" in result.stderr
+    assert expected in (out / "leaderboard.md").read_text()
+    page = (out / "index.html").read_text()
+    assert 'id="warnings"' in page and html.escape(expected) in page
+    # the clean fixture has no warnings anywhere
+    clean = tmp_path / "clean-report"
+    result = CliRunner().invoke(main, ["report", str(runs), "--out", str(clean), "--bootstrap", "100"])
+    assert "warning" not in result.stderr
+    assert "## Warnings" not in (clean / "leaderboard.md").read_text()
+    assert 'id="warnings"' not in (clean / "index.html").read_text()
 
 
 def test_identical_methods_are_not_significantly_different(tmp_path):
