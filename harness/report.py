@@ -157,7 +157,7 @@ def provenance(summary: Summary, root: Path, report_command: str | None = None) 
 def _settings(result: dict) -> dict[str, Any]:
     """What a trial was run with, flat: profile, the method's config and the dataset's options."""
     out: dict[str, Any] = {"profile": result.get("profile")}
-    out.update({f"{k}": v for k, v in (result.get("config") or {}).items()})
+    out.update(result.get("config") or {})
     out.update({f"dataset.{k}": v for k, v in (result.get("dataset_options") or {}).items() if v is not None})
     return out
 
@@ -171,16 +171,16 @@ def mixed_settings(results: list[dict]) -> list[str]:
         groups.setdefault((str(r.get("dataset")), str(r.get("method")), str(r.get("sampler"))), []).append(r)
     out = []
     for (dataset, method, sampler), members in sorted(groups.items()):
-        by_settings: dict[str, list[dict]] = {}
+        by_settings: dict[str, tuple[dict, list[dict]]] = {}  # settings as JSON -> (settings, trials)
         for r in members:
-            by_settings.setdefault(json.dumps(_settings(r), sort_keys=True, default=str), []).append(r)
+            settings = _settings(r)
+            by_settings.setdefault(json.dumps(settings, sort_keys=True, default=str), (settings, []))[1].append(r)
         where = f"{method} · {sampler} on {dataset}"
         if len(by_settings) > 1:
-            flat = [json.loads(k) for k in by_settings]
+            flat = [d for d, _ in by_settings.values()]
             differ = sorted({k for d in flat for k in d if any(d.get(k) != e.get(k) for e in flat)})
             parts = []
-            for key, group in by_settings.items():
-                d = json.loads(key)
+            for d, group in by_settings.values():
                 seeds = ",".join(str(r.get("seed")) for r in sorted(group, key=lambda r: r.get("seed") or 0))
                 parts.append(", ".join(f"{k}={d.get(k, '(unset)')}" for k in differ) + f" (seeds {seeds})")
             out.append(f"{where} pools trials run with different settings: {'; '.join(parts)}. Its row mixes "

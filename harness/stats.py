@@ -110,6 +110,11 @@ def _indicators(labels: np.ndarray, pred: np.ndarray, num_classes: int):
     return tp, fp, fn
 
 
+def _macro_f1(labels, pred, num_classes: int) -> float:
+    return float(macro_f1_counts(*(x.sum(0) for x in _indicators(np.asarray(labels), np.asarray(pred),
+                                                                   num_classes))))
+
+
 def _resample_counts(rng: np.random.Generator, n: int, replicates: int) -> np.ndarray:
     """(replicates, n): how often each image is drawn in each bootstrap resample of size n."""
     draws = rng.integers(0, n, size=(replicates, n))
@@ -176,12 +181,8 @@ def paired_seed_ttest(sets: Sequence[PairedSet], num_classes: int) -> dict[str, 
     two seeds, or non-zero differences that are all equal)."""
     from scipy import stats
 
-    f1_a, f1_b = [], []
-    for s in sets:
-        f1_a.append(float(macro_f1_counts(*(x.sum(0) for x in _indicators(
-            np.asarray(s.labels), np.asarray(s.pred_a), num_classes)))))
-        f1_b.append(float(macro_f1_counts(*(x.sum(0) for x in _indicators(
-            np.asarray(s.labels), np.asarray(s.pred_b), num_classes)))))
+    f1_a = [_macro_f1(s.labels, s.pred_a, num_classes) for s in sets]
+    f1_b = [_macro_f1(s.labels, s.pred_b, num_classes) for s in sets]
     diffs = [a - b for a, b in zip(f1_a, f1_b)]
     out: dict[str, Any] = {"diffs": diffs, "statistic": None, "p_value": None}
     if len(diffs) < 2:
