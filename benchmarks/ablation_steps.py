@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.stats import ALPHA, compare, summarise
+from harness.results.stats import ALPHA, compare, summarise
 
 
 def main() -> None:

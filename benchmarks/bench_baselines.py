@@ -27,7 +27,7 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    from plugins.zoo_impl import build_backbone
+    from plugins.baselines.model import build_backbone
 
     torch.set_num_threads(args.threads)
     print(f"| backbone | CPU ms / image | wall ms / image | relative to resnet18 (CPU) |  "

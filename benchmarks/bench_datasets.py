@@ -23,13 +23,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness import DatasetRequest  # noqa: E402
-from harness.config import build_dataclass  # noqa: E402
+from harness.run.config import build_dataclass  # noqa: E402
 
 
 def cases(data_dir: Path):
-    from plugins import medmnist
-    from plugins.datasets_papers import HAM10000Options
-    from plugins.image_datasets import load_ham10000
+    from plugins.datasets import medmnist
+    from plugins.datasets.papers import HAM10000Options
+    from plugins.datasets.reader import load_ham10000
 
     yield ("ham10000 sample (70 of 10,015 listed; skip_missing) at 224 px, split grouped",
            load_ham10000, build_dataclass(HAM10000Options, {"size": 224, "skip_missing": True, "split_seed": 0}, "h"),

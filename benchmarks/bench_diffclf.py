@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.nn.schedules import ShiftedCosineLogSNR
+from harness.toolkit.nn.schedules import ShiftedCosineLogSNR
 from plugins.diffclf import PROFILES, DiffClfConfig
-from plugins.diffclf_impl import build_unet, make_classifier, mean_rule_scores, vote_shares
+from plugins.diffclf.model import build_unet, make_classifier, mean_rule_scores, vote_shares
 
 
 def _timed(fn, repeats: int = 3) -> float:
@@ -78,9 +78,9 @@ def cost(images: int, classes: int, votes: int, size: int) -> None:
 
 
 def rules(dataset: str, seed: int, votes_list: tuple[int, ...], data_dir: str | None, overrides: dict) -> None:
-    from harness.runner import cached_plugins, compute_metrics
-    from harness.specs import DatasetRequest, TrialContext
-    from plugins.diffclf_impl import fit
+    from harness.contract.specs import DatasetRequest, TrialContext
+    from harness.run.runner import cached_plugins, compute_metrics
+    from plugins.diffclf.model import fit
 
     _, registry = cached_plugins((), ())
     spec = registry.get("datasets", dataset)

@@ -28,8 +28,8 @@ import time
 
 import torch
 
-from harness import backbones
-from plugins import diffmic_impl as dm
+from harness.toolkit import backbones
+from plugins.diffmic import model as dm
 
 NUM_CLASSES = 7
 

@@ -3,9 +3,8 @@
 The public surface for plugin authors is re-exported here; importing it does not import torch.
 """
 
-from harness.errors import HarnessError
-from harness.hookspecs import hookimpl
-from harness.specs import (
+from harness.contract.hookspecs import hookimpl
+from harness.contract.specs import (
     DatasetOptions,
     DatasetRequest,
     DatasetSpec,
@@ -17,6 +16,7 @@ from harness.specs import (
     Split,
     TrialContext,
 )
+from harness.errors import HarnessError
 
 __version__ = "0.1.0"
 

@@ -17,7 +17,7 @@ def _csv(value: str | None) -> tuple[str, ...]:
 
 
 def _registry(ctx: click.Context):
-    from harness.runner import cached_plugins
+    from harness.run.runner import cached_plugins
 
     manager, registry = cached_plugins(ctx.obj["plugins"], ctx.obj["blocked"])
     for failure in registry.failures:
@@ -96,17 +96,17 @@ def run(ctx, config_file, methods, datasets, samplers, seeds, profile, overrides
     Finished trials are skipped, so running the same command again resumes an interrupted run.
     With --config FILE the experiment comes from a TOML file; flags given explicitly override it.
     """
-    from harness import leaderboard
-    from harness.config import parse_overrides
-    from harness.latency import LatencySettings
-    from harness.runner import RunSettings
-    from harness.trial import Experiment, expand
+    from harness.results import leaderboard
+    from harness.run.config import parse_overrides
+    from harness.run.latency import LatencySettings
+    from harness.run.runner import RunSettings
+    from harness.run.trial import Experiment, expand
 
     ctx.obj["plugins"] += tuple(plugins)
     ctx.obj["blocked"] += tuple(blocked)
     override_table = parse_overrides(list(overrides))
     if config_file is not None:
-        from harness.experiment_config import merge_overrides
+        from harness.run.experiment_config import merge_overrides
 
         values, file_overrides = _apply_config_file(ctx, config_file)
         (methods, datasets, samplers, seeds, profile, data_dir, runs_dir, experiment, executor, device, threads,
@@ -138,13 +138,13 @@ def run(ctx, config_file, methods, datasets, samplers, seeds, profile, overrides
         return
     _record_experiment(Path(runs_dir) / name, exp, _command_line(click.get_current_context()))
     if executor == "ray":
-        from harness.executors.ray import RayOptions, run_ray
+        from harness.run.executors.ray import RayOptions, run_ray
 
         options = RayOptions(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                              max_concurrent=max_concurrent, address=address, storage=ray_storage)
         summary = run_ray(trials, settings, options)
     else:
-        from harness.executors.local import run_local
+        from harness.run.executors.local import run_local
 
         summary = run_local(trials, settings)
     root = Path(runs_dir) / name
@@ -172,7 +172,7 @@ def _apply_config_file(ctx: click.Context, config_file: Path) -> tuple[dict, dic
     command line did not give explicitly (click's ParameterSource), each checked by the option's type."""
     from click.core import ParameterSource
 
-    from harness.experiment_config import load_experiment, merge_options
+    from harness.run.experiment_config import load_experiment, merge_options
 
     parsed = load_experiment(config_file)
     explicit = {name for name in ctx.params
@@ -234,7 +234,7 @@ def _record_experiment(root: Path, exp, command: str) -> None:
     """``RUNS_DIR/EXPERIMENT/experiment.json``: the command lines that produced the experiment (kept
     across resumed or extended runs), for reports to say how to reproduce them."""
     from harness import __version__
-    from harness.runner import git_commit
+    from harness.run.runner import git_commit
     from harness.store import atomic_write_json
 
     path = root / "experiment.json"
@@ -288,11 +288,11 @@ def tune(ctx, method, dataset, samples, scheduler, metric, mode, profile, overri
     harness tune --method resnet --dataset retinamnist --data-dir ../shared/data --samples 16
     harness run --config tune-resnet-retinamnist.toml
     """
-    from harness.config import parse_overrides
-    from harness.executors.ray import RayOptions
-    from harness.experiment_config import dump_experiment
-    from harness.runner import RunSettings
-    from harness.tuning import base_trial, tune_method
+    from harness.run.config import parse_overrides
+    from harness.run.executors.ray import RayOptions
+    from harness.run.experiment_config import dump_experiment
+    from harness.run.runner import RunSettings
+    from harness.run.tuning import base_trial, tune_method
 
     _, registry = _registry(ctx)
     spec = registry.get("methods", method)
@@ -411,7 +411,7 @@ def plugins(ctx, as_json):
 @click.argument("runs_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 def leaderboard_cmd(runs_dir):
     """Aggregate the results under RUNS_DIR into a ranked table (also written as .md and .parquet)."""
-    from harness import leaderboard
+    from harness.results import leaderboard
 
     board = leaderboard.write(runs_dir)
     click.echo(leaderboard.to_text(board))

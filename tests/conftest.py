@@ -34,7 +34,7 @@ def _isolated_env(tmp_path, monkeypatch):
 
 @pytest.fixture
 def registry():
-    from harness.plugins import load_plugins
+    from harness.registry import load_plugins
 
     return load_plugins().build_registry()
 
@@ -45,7 +45,7 @@ def cli():
     from click.testing import CliRunner
 
     from harness.cli import main
-    from harness.runner import cached_plugins
+    from harness.run.runner import cached_plugins
 
     def invoke(*args: str, **kwargs):
         cached_plugins.cache_clear()

@@ -14,10 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import HarnessError
-from plugins.losses_impl import drw_start, effective_number_weights, focal_loss, ldam_loss, ldam_margins
-from plugins.samplers import class_probabilities
-from plugins.samplers_extra import ProgressiveSampler, progressive, sqrt
-from plugins.zoo_impl import build_backbone, swin_input_size
+from plugins.baselines.loss_fns import drw_start, effective_number_weights, focal_loss, ldam_loss, ldam_margins
+from plugins.baselines.model import build_backbone, swin_input_size
+from plugins.samplers.sampling import ProgressiveSampler, class_probabilities, progressive, sqrt
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,7 +150,7 @@ def test_progressive_sampler_moves_from_instance_to_class_balanced():
 
 
 def test_registering_modules_do_not_import_torch():
-    code = ("import sys, plugins.backbones_zoo, plugins.imbalance_losses, plugins.samplers_extra; "
+    code = ("import sys, plugins.baselines.zoo, plugins.baselines.losses, plugins.samplers; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 
@@ -177,7 +176,7 @@ def test_pvt_rejects_a_stem_stride_too_large_for_the_image():
 
 
 def test_paper_profiles_carry_the_papers_settings(registry):
-    from harness.config import resolve_method_config
+    from harness.run.config import resolve_method_config
 
     ioi = {"optimizer": "sgd", "lr": 0.0125, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 32,
            "epochs": 200, "schedule": "multistep", "milestones": [60, 120, 180]}
@@ -200,11 +199,11 @@ METHODS = [("resnet50", "uniform"), ("vit", "uniform"), ("swin", "uniform"), ("p
 @pytest.mark.slow
 @pytest.mark.parametrize("method,sampler", METHODS)
 def test_method_beats_chance_on_separable_synthetic(method, sampler, registry, tmp_path):
-    from harness.config import parse_overrides
-    from harness.latency import LatencySettings
-    from harness.plugins import load_plugins
-    from harness.runner import RunSettings, run_trial
-    from harness.trial import Experiment, expand
+    from harness.registry import load_plugins
+    from harness.run.config import parse_overrides
+    from harness.run.latency import LatencySettings
+    from harness.run.runner import RunSettings, run_trial
+    from harness.run.trial import Experiment, expand
 
     overrides = parse_overrides(["dataset.separation=3.0", f"{method}.epochs=3", f"{method}.batch_size=16"])
     experiment = Experiment(methods=(method,), datasets=("synthetic",), samplers=(sampler,), seeds=(0,),

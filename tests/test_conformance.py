@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from harness import DatasetOptions, HarnessError
-from harness.config import config_from_dict, resolve_method_config
-from harness.latency import LatencySettings
-from harness.plugins import load_plugins
-from harness.runner import RunSettings, run_trial
-from harness.specs import PROFILES, DatasetRequest
-from harness.trial import Experiment, expand
+from harness.contract.specs import PROFILES, DatasetRequest
+from harness.registry import load_plugins
+from harness.run.config import config_from_dict, resolve_method_config
+from harness.run.latency import LatencySettings
+from harness.run.runner import RunSettings, run_trial
+from harness.run.trial import Experiment, expand
 from tests.conftest import shared_data_dir
 
 REGISTRY = load_plugins().build_registry()

@@ -1,4 +1,4 @@
-"""The papers' dataset plugins (plugins/datasets_papers.py, plugins/image_datasets.py): fixture trees in each
+"""The papers' dataset plugins (plugins/datasets/papers.py, plugins/datasets/reader.py): fixture trees in each
 publisher's layout written here with small generated images, the real HAM10000 sample, split protocols,
 the on-disk cache, and every kind of bad input."""
 
@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 
 from harness import DatasetRequest, HarnessError
-from harness.config import build_dataclass
-from harness.data import grouped_stratified_split
-from plugins import datasets_papers as P
-from plugins import image_datasets as D
+from harness.run.config import build_dataclass
+from harness.toolkit.data import grouped_stratified_split
+from plugins.datasets import papers as P
+from plugins.datasets import reader as D
 
 NAMES = ("aptos", "ham10000", "isic2018", "chexpert", "bone-marrow", "imagefolder")
 # A distinct colour per class: a loaded image's colour tells its class.
@@ -537,8 +537,8 @@ def test_second_load_is_memory_mapped_and_a_changed_file_invalidates_it(tmp_path
 
 def test_set_overrides_reach_the_dataset_options(tmp_path, registry):
     """--set dataset.skip_missing=true etc., resolved as `harness run` resolves them, then loaded."""
-    from harness.config import parse_overrides
-    from harness.trial import resolve_dataset_options
+    from harness.run.config import parse_overrides
+    from harness.run.trial import resolve_dataset_options
 
     make_aptos(tmp_path / "aptos", per_class=6)
     (tmp_path / "aptos" / "train_images" / "4a005f.png").unlink()

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from harness import HarnessError
-from harness.nn.schedules import alpha_sigma_from_logsnr
+from harness.toolkit.nn.schedules import alpha_sigma_from_logsnr
 from plugins.diffclf import PROFILES, DiffClfConfig
-from plugins.diffclf_explain import referral_curve
-from plugins.diffclf_impl import DiffusionClassifier, mean_rule_scores, stage_plan, vote_shares
+from plugins.diffclf.explain import referral_curve
+from plugins.diffclf.model import DiffusionClassifier, mean_rule_scores, stage_plan, vote_shares
 
 
 class ClassMeanDenoiser(torch.nn.Module):
@@ -119,9 +119,9 @@ def one_thread():
 
 
 def test_training_loss_falls_on_synthetic_smoke_and_predictor_contract(tmp_path, one_thread):
-    from harness.runner import cached_plugins
-    from harness.specs import DatasetRequest, TrialContext
-    from plugins.diffclf_impl import fit
+    from harness.contract.specs import DatasetRequest, TrialContext
+    from harness.run.runner import cached_plugins
+    from plugins.diffclf.model import fit
 
     _, registry = cached_plugins((), ())
     spec = registry.get("datasets", "synthetic")

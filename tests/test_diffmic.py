@@ -11,10 +11,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from harness import HarnessError  # noqa: E402
-from harness.latency import LatencySettings  # noqa: E402
-from harness.runner import RunSettings, run_trial  # noqa: E402
-from harness.trial import Experiment, expand  # noqa: E402
-from plugins import diffmic_impl as dm  # noqa: E402
+from harness.run.latency import LatencySettings  # noqa: E402
+from harness.run.runner import RunSettings, run_trial  # noqa: E402
+from harness.run.trial import Experiment, expand  # noqa: E402
+from plugins.diffmic import model as dm  # noqa: E402
 
 TINY_SYNTHETIC = {"size": 16, "n_train": 70, "n_val": 35, "n_test": 35}
 FAST = {"epochs": 1, "dcg_warmup_epochs": 1, "test_timesteps": 5, "feature_dim": 32, "uncertainty_chains": 3}
@@ -217,7 +217,7 @@ def test_dcg_outputs_and_gated_attention():
 
 def _run(tmp_path, method: str, overrides: dict, reporter=None, seed: int = 0, synthetic=TINY_SYNTHETIC):
     """One smoke trial through the runner, on one thread (so a loaded machine does not slow it tenfold)."""
-    from harness.runner import cached_plugins
+    from harness.run.runner import cached_plugins
 
     _, registry = cached_plugins((), ())
     exp = Experiment(methods=(method,), datasets=("synthetic",), profile="smoke", seeds=(seed,),

@@ -1,4 +1,4 @@
-"""The shared diffusion building blocks in ``harness.nn`` against their closed forms."""
+"""The shared diffusion building blocks in ``harness.toolkit.nn`` against their closed forms."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ import math
 import pytest
 import torch
 
-from harness.nn import diffusion as D
-from harness.nn.ema import EMA
-from harness.nn.schedules import (
+from harness.toolkit.nn import diffusion as D
+from harness.toolkit.nn.ema import EMA
+from harness.toolkit.nn.schedules import (
     DiscreteSchedule,
     ShiftedCosineLogSNR,
     alpha_sigma_from_logsnr,
     cosine_betas,
     linear_betas,
 )
-from harness.nn.unet import UNet, sinusoidal_embedding
-from harness.nn.wavelet import haar_dwt, haar_idwt
+from harness.toolkit.nn.unet import UNet, sinusoidal_embedding
+from harness.toolkit.nn.wavelet import haar_dwt, haar_idwt
 
 
 @pytest.mark.parametrize("kind", ["linear", "cosine"])

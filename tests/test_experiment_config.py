@@ -16,7 +16,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from harness import HarnessError
-from harness.experiment_config import (
+from harness.run.experiment_config import (
     dump_experiment,
     load_experiment,
     merge_options,
@@ -202,13 +202,13 @@ def test_help_and_list_do_not_import_ray():
 
 
 def test_every_registered_method_declares_a_valid_search_space(cli):
-    from harness.tuning import search_space_problems
+    from harness.run.tuning import search_space_problems
 
     result = cli("list", "methods", "--json")
     assert result.exit_code == 0
     listed = {m["name"]: m["search_space"] for m in json.loads(result.output)}
     assert listed["resnet"]["lr"] == ["loguniform", 1e-4, 1e-2]
-    from harness.plugins import build_registry
+    from harness.registry import build_registry
 
     _, registry = build_registry()
     problems = [p for spec in registry.methods.values() for p in search_space_problems(spec)]
@@ -226,9 +226,9 @@ def test_every_registered_method_declares_a_valid_search_space(cli):
     ({"batch_size": ("choice", [])}, "non-empty list"),
 ])
 def test_search_space_problems_are_named(space, message):
-    from harness.specs import MethodSpec
-    from harness.training_config import TrainConfig
-    from harness.tuning import search_space_problems
+    from harness.contract.specs import MethodSpec
+    from harness.run.tuning import search_space_problems
+    from harness.toolkit.training_config import TrainConfig
 
     spec = MethodSpec(name="m", description="", config=TrainConfig, fit=lambda *a: None, search_space=space)
     problems = search_space_problems(spec)

@@ -12,13 +12,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import harness.training  # noqa: E402
-import plugins.gan_aug_impl as impl  # noqa: E402
+import harness.toolkit.training  # noqa: E402
+import plugins.gan_aug.train as impl  # noqa: E402
 from harness import DatasetRequest, DataSplits, HarnessError, Split, TrialContext  # noqa: E402
-from harness.config import config_from_dict, resolve_method_config  # noqa: E402
-from plugins import synthetic  # noqa: E402
+from harness.run.config import config_from_dict, resolve_method_config  # noqa: E402
+from plugins.datasets import synthetic  # noqa: E402
 from plugins.gan_aug import PROFILES, GanAugConfig, diffaugment_ops, register_methods, topup_counts  # noqa: E402
-from plugins.samplers import uniform  # noqa: E402
+from plugins.samplers.sampling import uniform  # noqa: E402
 
 TINY = dict(latent_dim=16, g_width=8, d_width=8, gan_batch_size=16, epochs=1, batch_size=32, grid_per_class=3)
 
@@ -164,7 +164,7 @@ def test_topup_counts_formula():
 
 def test_fixed_pool_is_reused_and_no_topup_skips_the_gan(tmp_path, monkeypatch):
     data = sentinel_splits(channels=1)
-    loops = record_calls(monkeypatch, harness.training, "train_classifier")
+    loops = record_calls(monkeypatch, harness.toolkit.training, "train_classifier")
     gan_calls = record_calls(monkeypatch, impl, "train_gan")
     config = dataclasses.replace(GanAugConfig(), gan_steps=2, balance=0.5, fresh_samples=False, **TINY)
     impl.fit(data, config, make_ctx(tmp_path / "fixed"))
@@ -191,7 +191,7 @@ def test_smoke_trial_on_synthetic(tmp_path, monkeypatch):
     assert spec.name == "gan-aug"
     config = config_from_dict(GanAugConfig, resolve_method_config(spec, "smoke", {}))
     assert config.gan_steps == PROFILES["smoke"]["gan_steps"]
-    loops = record_calls(monkeypatch, harness.training, "train_classifier")
+    loops = record_calls(monkeypatch, harness.toolkit.training, "train_classifier")
     ctx = make_ctx(tmp_path)
     predictor = impl.fit(data, config, ctx)
 

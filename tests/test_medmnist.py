@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from harness import HarnessError
-from harness.config import config_from_dict
-from harness.specs import DatasetRequest
+from harness.contract.specs import DatasetRequest
+from harness.run.config import config_from_dict
 
 
 def _load(registry, name, data_dir, cache_dir, **options):
@@ -99,7 +99,7 @@ def test_bad_max_train_is_explained(registry, tmp_path):
 
 
 def test_cpu_profile_caps_large_training_splits_at_retinamnists_size(registry):
-    from harness.trial import resolve_dataset_options
+    from harness.run.trial import resolve_dataset_options
 
     assert resolve_dataset_options(registry, "pneumoniamnist", {}, "cpu").max_train == 1080
     assert resolve_dataset_options(registry, "retinamnist", {}, "cpu").max_train is None

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import HarnessError, MethodSpec, hookimpl, hookspecs
-from harness.plugins import load_plugins
+from harness import HarnessError, MethodSpec, hookimpl
+from harness.contract import hookspecs
+from harness.registry import load_plugins
 from tests.conftest import REPO, TINY
 
 EXAMPLE = REPO / "examples" / "harness-example-plugin"
@@ -163,9 +164,9 @@ def test_readme_example_plugin_installs_lists_and_runs(tmp_path, monkeypatch, cl
 
 
 def test_trial_finished_observer_sees_ok_and_failed_trials(tmp_path):
-    from harness.latency import LatencySettings
-    from harness.runner import RunSettings, run_trial
-    from harness.trial import Experiment, expand
+    from harness.run.latency import LatencySettings
+    from harness.run.runner import RunSettings, run_trial
+    from harness.run.trial import Experiment, expand
     from tests import failing_plugin
 
     seen = []

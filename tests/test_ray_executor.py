@@ -19,7 +19,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from harness import HarnessError
-from harness.executors.ray import RayOptions, check_address
+from harness.run.executors.ray import RayOptions, check_address
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.slow

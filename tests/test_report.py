@@ -20,7 +20,7 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
 from harness.report import json_for_script, write_report
-from harness.stats import summarise
+from harness.results.stats import summarise
 
 XSS = "<img src=x onerror=alert(1)>"
 K = 3
@@ -349,7 +349,7 @@ def test_empty_runs_folder(tmp_path):
 
 def test_cli_report_and_recorded_command(runs, tmp_path):
     from harness.cli import _record_experiment, main
-    from harness.trial import Experiment
+    from harness.run.trial import Experiment
 
     out = tmp_path / "site"
     result = CliRunner().invoke(main, ["report", str(runs), "--out", str(out), "--bootstrap", "200"])

@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 
 from harness import HarnessError
-from harness.runner import RunSettings, run_trial
-from harness.trial import Experiment, expand
+from harness.run.runner import RunSettings, run_trial
+from harness.run.trial import Experiment, expand
 from tests.conftest import TINY
 
 SMOKE = ("--profile", "smoke", "--no-onnx", *TINY)
@@ -96,7 +96,7 @@ def test_same_trial_twice_gives_identical_metrics(tmp_path, registry):
 
 
 def _no_onnx():
-    from harness.latency import LatencySettings
+    from harness.run.latency import LatencySettings
 
     return LatencySettings(onnx=False)
 
@@ -158,8 +158,8 @@ def test_missing_data_file_says_where_it_looked(tmp_path, cli):
 
 
 def test_missing_data_dir_is_explained(tmp_path, registry):
-    from harness.config import config_from_dict
-    from harness.specs import DatasetRequest
+    from harness.contract.specs import DatasetRequest
+    from harness.run.config import config_from_dict
 
     spec = registry.datasets["pneumoniamnist"]
     request = DatasetRequest(options=config_from_dict(spec.options, {}), seed=0, data_dir=None, cache_dir=tmp_path)

@@ -1,4 +1,4 @@
-"""harness.stats: confidence intervals, paired tests and the Pareto front against scipy / sklearn computed
+"""harness.results.stats: confidence intervals, paired tests and the Pareto front against scipy / sklearn computed
 directly on small known inputs."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import f1_score
 
-from harness.stats import (
+from harness.results.stats import (
     PairedSet,
     macro_f1_counts,
     mcnemar,

@@ -1,9 +1,0 @@
-"""Neural building blocks shared by the image-diffusion methods (imports torch; plugins import it lazily).
-
-- ``harness.nn.schedules``: linear / cosine discrete beta schedules, the shifted-cosine log-SNR schedule.
-- ``harness.nn.diffusion``: forward noising, eps / x0 / v conversions, DDPM, DDIM, respacing,
-  classifier-free and classifier guidance, min-SNR loss weights.
-- ``harness.nn.ema``: exponential moving average of weights.
-- ``harness.nn.unet``: a compact class-conditional UNet (null class, optional external class table).
-- ``harness.nn.wavelet``: the Haar wavelet input transform.
-"""

@@ -1,0 +1,224 @@
+"""Plugin discovery and the registry of datasets, methods, samplers and metrics.
+
+Plugins come from three places, in this order:
+
+1. the ``harness`` entry-point group (built-in plugins are registered there too, exactly as a
+   third-party package's would be);
+2. ``HARNESS_PLUGINS``: comma-separated module paths, for a plugin under development;
+3. ``--plugin some.module`` on the command line.
+
+``HARNESS_BLOCK_PLUGINS`` (comma-separated names) or ``--block-plugin NAME`` stops a plugin from
+loading. A plugin that fails to import (or whose hook raises) is reported by name with its error and
+the rest still load. Two plugins registering the same name is an error naming both.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from harness.contract import hookspecs
+from harness.contract.specs import DatasetSpec, MethodSpec, MetricSpec, SamplerSpec
+from harness.errors import HarnessError
+
+ENTRY_POINT_GROUP = "harness"
+ENV_PLUGINS = "HARNESS_PLUGINS"
+ENV_BLOCK = "HARNESS_BLOCK_PLUGINS"
+
+KINDS = {
+    "datasets": ("register_datasets", DatasetSpec),
+    "methods": ("register_methods", MethodSpec),
+    "samplers": ("register_samplers", SamplerSpec),
+    "metrics": ("register_metrics", MetricSpec),
+}
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    version: str
+    module: str
+    hooks: tuple[str, ...]
+    source: str  # "entry point", "HARNESS_PLUGINS", "--plugin" or "object"
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    name: str
+    error: str
+    detail: str = ""
+
+
+@dataclass
+class Registry:
+    """What the loaded plugins registered, and which plugin registered each name."""
+
+    datasets: dict[str, DatasetSpec] = field(default_factory=dict)
+    methods: dict[str, MethodSpec] = field(default_factory=dict)
+    samplers: dict[str, SamplerSpec] = field(default_factory=dict)
+    metrics: dict[str, MetricSpec] = field(default_factory=dict)
+    provider: dict[tuple[str, str], str] = field(default_factory=dict)
+    plugins: list[PluginInfo] = field(default_factory=list)
+    failures: list[PluginFailure] = field(default_factory=list)
+
+    def table(self, kind: str) -> dict[str, Any]:
+        if kind not in KINDS:
+            raise HarnessError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+        return getattr(self, kind)
+
+    def get(self, kind: str, name: str):
+        table = self.table(kind)
+        if name not in table:
+            available = ", ".join(sorted(table)) or "(none registered)"
+            singular = kind[:-1]
+            raise HarnessError(
+                f"unknown {singular} {name!r}. Available {kind}: {available}. "
+                f"Run `harness list {kind}` to see them, or install the plugin that provides it."
+            )
+        return table[name]
+
+
+def _split_names(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def _version_of(module: Any, dist_version: str | None) -> str:
+    if dist_version:
+        return dist_version
+    return str(getattr(module, "__version__", "unknown"))
+
+
+class PluginManager:
+    """Loads plugins and builds the :class:`Registry`."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: list[PluginInfo] = []
+        self.failures: list[PluginFailure] = []
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def register_object(self, plugin: Any, name: str, *, version: str | None = None, source: str = "object"):
+        """Register an already-imported plugin module or object under ``name``."""
+        if self.pm.has_plugin(name) or self.pm.is_blocked(name):
+            return
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:  # a malformed hookimpl, for example
+            self.failures.append(PluginFailure(name, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+            return
+        hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or []))
+        module = getattr(plugin, "__name__", type(plugin).__name__)
+        self.infos.append(PluginInfo(name, _version_of(plugin, version), module, hooks, source))
+
+    def load_module(self, module_path: str, *, name: str | None = None, source: str = "--plugin"):
+        name = name or module_path
+        if self.pm.is_blocked(name):
+            return
+        try:
+            module = importlib.import_module(module_path)
+        except Exception as exc:
+            self.failures.append(PluginFailure(name, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+            return
+        self.register_object(module, name, source=source)
+
+    def load_entry_points(self) -> None:
+        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if self.pm.is_blocked(ep.name) or self.pm.has_plugin(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                self.failures.append(
+                    PluginFailure(ep.name, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+                )
+                continue
+            version = ep.dist.version if getattr(ep, "dist", None) else None
+            self.register_object(plugin, ep.name, version=version, source="entry point")
+
+    def block(self, names: Iterable[str]) -> None:
+        for name in names:
+            self.pm.set_blocked(name)
+
+    # -- the registry --------------------------------------------------------------------------
+
+    def build_registry(self) -> Registry:
+        registry = Registry(plugins=list(self.infos), failures=list(self.failures))
+        for kind, (hook_name, spec_type) in KINDS.items():
+            table = registry.table(kind)
+            hook = getattr(self.pm.hook, hook_name)
+            for impl in reversed(hook.get_hookimpls()):  # registration order
+                plugin_name = impl.plugin_name
+
+                def register(spec, _plugin=plugin_name, _kind=kind, _type=spec_type, _table=table, _hook=hook_name):
+                    if not isinstance(spec, _type):
+                        raise HarnessError(
+                            f"plugin {_plugin!r} registered {type(spec).__name__} in {_hook}; "
+                            f"expected a {_type.__name__}"
+                        )
+                    if spec.name in _table:
+                        other = registry.provider[(_kind, spec.name)]
+                        raise HarnessError(
+                            f"{_kind[:-1]} name {spec.name!r} is registered by two plugins: "
+                            f"{other!r} and {_plugin!r}. Block one of them "
+                            f"(--block-plugin NAME or {ENV_BLOCK}=NAME)."
+                        )
+                    _table[spec.name] = spec
+                    registry.provider[(_kind, spec.name)] = _plugin
+
+                kwargs = {"register": register}
+                try:
+                    impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+                except HarnessError:
+                    raise
+                except Exception as exc:
+                    registry.failures.append(
+                        PluginFailure(plugin_name, f"{hook_name} raised {type(exc).__name__}: {exc}",
+                                      traceback.format_exc())
+                    )
+        return registry
+
+    def notify_trial_finished(self, trial: Any, result: dict) -> list[str]:
+        """Call ``trial_finished`` on every plugin; return the errors (which never fail the trial)."""
+        errors = []
+        for impl in self.pm.hook.trial_finished.get_hookimpls():
+            kwargs = {"trial": trial, "result": result}
+            try:
+                impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+            except Exception as exc:
+                errors.append(f"plugin {impl.plugin_name!r} trial_finished: {type(exc).__name__}: {exc}")
+        return errors
+
+
+def load_plugins(
+    extra_modules: Iterable[str] = (),
+    blocked: Iterable[str] = (),
+    *,
+    entry_points_enabled: bool = True,
+    objects: Iterable[tuple[str, Any]] = (),
+) -> PluginManager:
+    """A plugin manager with every plugin loaded (entry points, HARNESS_PLUGINS, ``extra_modules``)."""
+    manager = PluginManager()
+    manager.block([*_split_names(os.environ.get(ENV_BLOCK)), *blocked])
+    if entry_points_enabled:
+        manager.load_entry_points()
+    for module_path in _split_names(os.environ.get(ENV_PLUGINS)):
+        manager.load_module(module_path, source=ENV_PLUGINS)
+    for module_path in extra_modules:
+        manager.load_module(module_path, source="--plugin")
+    for name, obj in objects:
+        manager.register_object(obj, name)
+    return manager
+
+
+def build_registry(extra_modules: Iterable[str] = (), blocked: Iterable[str] = ()) -> tuple[PluginManager, Registry]:
+    manager = load_plugins(extra_modules, blocked)
+    return manager, manager.build_registry()

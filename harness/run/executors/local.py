@@ -1,0 +1,42 @@
+"""The local executor: trials run in this process, one after another, with a progress line per trial
+(and the method's per-epoch lines under it). Finished trials are skipped, so re-running resumes."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from harness.run.executors import RunSummary
+from harness.run.runner import RunSettings, cached_plugins, run_trial
+from harness.run.trial import Trial
+from harness.store import ResultStore
+
+
+def run_local(trials: list[Trial], settings: RunSettings, *, out=None) -> RunSummary:
+    out = out or sys.stdout
+    manager, registry = cached_plugins(tuple(settings.plugins), tuple(settings.blocked))
+    summary = RunSummary()
+    total = len(trials)
+    for index, trial in enumerate(trials, 1):
+        store = ResultStore(Path(settings.runs_dir) / trial.experiment)
+        if store.is_done(trial.key):
+            summary.skipped.append(trial.key)
+            print(f"[{index}/{total}] {trial.label()}: done already, skipped", file=out, flush=True)
+            continue
+        print(f"[{index}/{total}] {trial.label()} ({trial.profile})", file=out, flush=True)
+        t0 = time.perf_counter()
+        result = run_trial(trial, settings, registry=registry, manager=manager)
+        elapsed = time.perf_counter() - t0
+        if result["status"] == "ok":
+            summary.ok.append(trial.key)
+            m = result["metrics"]
+            shown = "  ".join(
+                f"{k} {m[k]:.3f}" for k in ("macro_f1", "balanced_accuracy", "accuracy") if m.get(k) is not None
+            )
+            print(f"    ok in {elapsed:.1f}s  {shown}", file=out, flush=True)
+        else:
+            summary.failed.append(trial.key)
+            summary.errors[trial.key] = result.get("error", "")
+            print(f"    FAILED in {elapsed:.1f}s: {result.get('error')}", file=out, flush=True)
+    return summary

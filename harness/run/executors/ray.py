@@ -1,0 +1,321 @@
+"""The Ray executor: each trial becomes one Ray Tune trial whose trainable calls the same
+:func:`harness.run.runner.run_trial` the local executor calls, so results land in the same result store
+(``RUNS_DIR/<experiment>/<key>/``) and the leaderboard cannot tell which executor ran them.
+
+- Trials whose result already exists (status ``ok``) are not submitted, so running the same command
+  again after an interruption re-runs only what is missing.
+- Each trial asks Ray for ``cpus_per_trial`` CPUs (and ``gpus_per_trial`` GPUs, fractions allowed) and
+  sets torch's thread count from its CPU share, so parallel trials do not oversubscribe the cores.
+- Per-epoch numbers a method reports (``ctx.report(epoch=..., val_macro_f1=...)``) go to
+  ``ray.tune.report``, so Ray's progress table and schedulers see them.
+- A failing trial is recorded as failed by ``run_trial`` and the sweep goes on.
+
+Ray is imported only here (and in :mod:`harness.run.tuning`), and only when something is submitted.
+On a cluster, ``RUNS_DIR`` (and the data directory) must be paths every node sees (a shared filesystem):
+the workers write the results there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.run.executors import RunSummary
+from harness.run.runner import ENV_CACHE_DIR, RunSettings
+from harness.run.trial import Trial
+from harness.store import ResultStore
+
+CONNECT_TIMEOUT_S = 10.0
+FORWARDED_ENV = ("HARNESS_PLUGINS", "HARNESS_BLOCK_PLUGINS")
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How trials are placed on Ray (the ``--cpus-per-trial`` ... options of ``harness run``)."""
+
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    address: str | None = None  # None: start a local Ray instance (or reuse the one already initialised)
+    storage: Path | None = None  # Ray's own experiment state (default: Ray's, ~/ray_results)
+    verbose: int = 1
+
+    def __post_init__(self):
+        if self.cpus_per_trial <= 0:
+            raise HarnessError(f"--cpus-per-trial must be positive; found {self.cpus_per_trial}")
+        if self.gpus_per_trial < 0:
+            raise HarnessError(f"--gpus-per-trial must be 0 or more; found {self.gpus_per_trial}")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise HarnessError(f"--max-concurrent must be at least 1; found {self.max_concurrent}")
+
+    @property
+    def resources(self) -> dict[str, float]:
+        out = {"cpu": float(self.cpus_per_trial)}
+        if self.gpus_per_trial:
+            out["gpu"] = float(self.gpus_per_trial)
+        return out
+
+    @property
+    def threads(self) -> int:
+        """torch threads for a trial with this CPU share (at least one)."""
+        return max(1, int(self.cpus_per_trial))
+
+
+# ------------------------------------------------------------------------------------ connecting
+
+
+def check_address(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast (within ``timeout`` seconds) with a clear message when ``address`` cannot be reached.
+
+    ``None``, ``"local"`` and ``"auto"`` are left to Ray. ``HOST:PORT`` (the GCS address printed by
+    ``ray start --head``) and ``ray://HOST[:PORT]`` (Ray Client, default port 10001) are checked with a
+    plain TCP connect before ``ray.init``, which would otherwise retry for minutes.
+    """
+    if address is None or address in ("local", "auto"):
+        return
+    text = address
+    default_port = None
+    if text.startswith("ray://"):
+        text, default_port = text[len("ray://"):], 10001
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = text, str(default_port) if default_port else ""
+    host = host.strip("[]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise HarnessError(
+            f"--address {address!r}: expected HOST:PORT (the address `ray start --head` prints, e.g. "
+            f"10.0.0.1:6379), ray://HOST:PORT, or 'auto'"
+        ) from None
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise HarnessError(
+            f"cannot reach the Ray cluster at {address!r}: {exc.strerror or exc} (gave up after at most "
+            f"{timeout:.0f}s). Start the head node with `ray start --head --port=6379` and pass "
+            f"--address HEAD_IP:6379, or leave --address out to run on a local Ray instance."
+        ) from None
+
+
+def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
+    """Initialise Ray (joining ``address`` if given); returns True if this call started the connection
+    (the caller then shuts it down), False if Ray was already initialised in this process."""
+    check_address(address)
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    if address is None:
+        kwargs["num_cpus"] = num_cpus
+    try:
+        ray.init(address=address, **kwargs)
+    except ConnectionError as exc:
+        raise HarnessError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
+    return True
+
+
+# ---------------------------------------------------------------------------------- the workers
+
+
+def worker_sys_paths(modules: Iterable[str]) -> list[str]:
+    """The ``sys.path`` entries the driver imports these plugin modules from (so Ray workers, whose
+    working directory Ray changes, can import a plugin under development, e.g. ``tests.failing_plugin``)."""
+    paths: list[str] = []
+    for module in modules:
+        top = module.split(".")[0]
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            continue
+        if spec.submodule_search_locations:  # a package: its parent folder
+            roots = [Path(p).parent for p in spec.submodule_search_locations]
+        elif spec.origin:
+            roots = [Path(spec.origin).parent]
+        else:
+            roots = []
+        for root in roots:
+            if root.is_dir() and str(root) not in paths:
+                paths.append(str(root))
+    cwd = os.getcwd()
+    if cwd not in paths:
+        paths.append(cwd)
+    return paths
+
+
+def prepare_worker(sys_paths: Iterable[str], env: dict[str, str]) -> None:
+    """Run first inside every trainable: the driver's plugin paths and plugin environment."""
+    for path in reversed(list(sys_paths)):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    for key in FORWARDED_ENV:
+        if key in env:
+            os.environ[key] = env[key]
+        else:
+            os.environ.pop(key, None)
+
+
+def absolute_settings(settings: RunSettings, threads: int | None = None, device: str | None = None) -> RunSettings:
+    """``settings`` with every path absolute and the environment's data/cache dirs made explicit: Ray
+    runs trials in another working directory (and, on a cluster, on another machine)."""
+    data_dir = settings.resolved_data_dir()
+    cache_dir = settings.cache_dir if settings.cache_dir is not None else os.environ.get(ENV_CACHE_DIR)
+    return dataclasses.replace(
+        settings,
+        runs_dir=Path(settings.runs_dir).expanduser().resolve(),
+        data_dir=data_dir.resolve() if data_dir is not None else None,
+        cache_dir=Path(cache_dir).expanduser().resolve() if cache_dir else None,
+        threads=threads if threads is not None else settings.threads,
+        device=device if device is not None else settings.device,
+    )
+
+
+def numeric(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The reportable part of a ``ctx.report`` call (numbers, booleans and short strings)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool, str)) or v is None}
+
+
+def _trainable(config: dict, *, trials: dict, settings: RunSettings, sys_paths: list[str],
+               env: dict[str, str]) -> None:
+    prepare_worker(sys_paths, env)
+    from ray import tune
+
+    from harness.run.runner import run_trial
+
+    trial = Trial.from_dict(trials[config["trial"]])
+
+    def reporter(**metrics: Any) -> None:
+        tune.report(numeric(metrics))
+
+    record = run_trial(trial, settings, reporter=reporter)
+    final = {"trial_status": record["status"], "trial_key": trial.key}
+    for name, value in (record.get("metrics") or {}).items():
+        if value is not None:
+            final[f"test_{name}"] = value
+    tune.report(final)
+
+
+# -------------------------------------------------------------------------------------- running
+
+
+def plugin_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+
+
+def run_ray(trials: list[Trial], settings: RunSettings, options: RayOptions | None = None, *,
+            out=None) -> RunSummary:
+    """Run ``trials`` as Ray Tune trials; skip those already done; return what happened."""
+    out = out or sys.stdout
+    options = options or RayOptions()
+    check_address(options.address)  # a wrong address is an error even when nothing is left to run
+    summary = RunSummary()
+    runs_dir = Path(settings.runs_dir)
+    pending: list[Trial] = []
+    seen: set[str] = set()
+    for trial in trials:
+        if ResultStore(runs_dir / trial.experiment).is_done(trial.key):
+            summary.skipped.append(trial.key)
+        elif trial.key not in seen:
+            seen.add(trial.key)
+            pending.append(trial)
+    if options.storage is not None:
+        storage = Path(options.storage).expanduser().resolve()
+        for root in {(runs_dir / t.experiment).expanduser().resolve() for t in trials}:
+            if storage == root or root in storage.parents:
+                raise HarnessError(f"--ray-storage {options.storage} is inside the result folder {root}; Ray's own "
+                                   f"result files would mix with the harness's. Put it elsewhere.")
+    print(f"ray: {len(summary.skipped)} trial(s) done already, {len(pending)} to submit", file=out, flush=True)
+    if not pending:
+        return summary  # nothing to do: Ray is not even imported
+
+    device = settings.device
+    if device == "auto" and not options.gpus_per_trial:
+        device = "cpu"  # a trial without a GPU share must not grab one
+    worker_settings = absolute_settings(settings, threads=settings.threads or options.threads, device=device)
+    started_here = connect(options.address)
+    try:
+        errors = _fit(pending, worker_settings, options, out)
+    finally:
+        if started_here:
+            import ray
+
+            ray.shutdown()
+    for trial in pending:
+        record = ResultStore(Path(worker_settings.runs_dir) / trial.experiment).load_result(trial.key)
+        if record and record.get("status") == "ok":
+            summary.ok.append(trial.key)
+            m = record.get("metrics") or {}
+            shown = "  ".join(f"{k} {m[k]:.3f}" for k in ("macro_f1", "balanced_accuracy", "accuracy")
+                              if m.get(k) is not None)
+            print(f"  ok      {trial.label()}  in {record.get('total_seconds', 0):.1f}s  {shown}", file=out)
+        else:
+            summary.failed.append(trial.key)
+            error = ((record or {}).get("error") or errors.get(trial.key)
+                     or "not finished (interrupted?): run the same command again to resume")
+            summary.errors[trial.key] = error
+            print(f"  FAILED  {trial.label()}: {error}", file=out)
+    out.flush()
+    return summary
+
+
+def _fit(pending: list[Trial], settings: RunSettings, options: RayOptions, out) -> dict[str, str]:
+    """Submit ``pending`` to Ray Tune and wait; returns Ray-level errors by trial key (a trial whose
+    worker died before ``run_trial`` could record anything)."""
+    from ray import tune
+
+    trainable = tune.with_parameters(
+        _trainable,
+        trials={t.key: t.to_dict() for t in pending},
+        settings=settings,
+        sys_paths=worker_sys_paths([*settings.plugins, *_env_plugins()]),
+        env=plugin_env(),
+    )
+    trainable = tune.with_resources(trainable, options.resources)
+    name = "harness-" + "-".join(sorted({t.experiment for t in pending}))[:60] + time.strftime("-%Y%m%d-%H%M%S")
+    run_config = tune.RunConfig(
+        name=name,
+        storage_path=str(Path(options.storage).expanduser().resolve()) if options.storage else None,
+        verbose=options.verbose,
+        failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search([t.key for t in pending])},
+        tune_config=tune.TuneConfig(
+            num_samples=1,
+            max_concurrent_trials=options.max_concurrent,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=run_config,
+    )
+    print(f"ray: submitting {len(pending)} trial(s), {options.resources} each; Ray state under "
+          f"{run_config.storage_path or '~/ray_results'}/{name}", file=out, flush=True)
+    grid = tuner.fit()
+    errors: dict[str, str] = {}
+    for result in grid:
+        if result.error is not None and result.config:
+            errors[result.config["trial"]] = f"{type(result.error).__name__}: {result.error}"
+    return errors
+
+
+def _trial_name(trial) -> str:
+    return str(trial.config["trial"])
+
+
+def _env_plugins() -> list[str]:
+    return [p.strip() for p in os.environ.get("HARNESS_PLUGINS", "").split(",") if p.strip()]
+

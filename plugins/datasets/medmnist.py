@@ -1,0 +1,164 @@
+"""MedMNIST v2 datasets from the official ``.npz`` files, each registered under its own name.
+
+Files are looked for in ``DATA_DIR/<name>/<name>.npz`` or ``DATA_DIR/<name>.npz`` (MedMNIST+ files
+``<name>_64.npz``, ``_128.npz``, ``_224.npz`` are used when the requested size matches; other sizes are
+resized from the 28 px file once and cached). The splits are MedMNIST's official train / val / test.
+Class names and licences are MedMNIST's metadata (``medmnist/info.py``). ChestMNIST is multi-label and
+is not offered. The ``cpu`` profile trains on a fixed stratified subsample of at most 1,080 training images
+(option ``max_train``; see ``CPU_MAX_TRAIN``); validation and test are always whole.
+
+Citation: Yang et al., "MedMNIST v2 - A large-scale lightweight benchmark for 2D and 3D biomedical
+image classification", Scientific Data 10, 41 (2023).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from harness import DatasetOptions, DatasetSpec, hookimpl
+
+CITATION = "Yang et al., MedMNIST v2, Scientific Data 10, 41 (2023)"
+OBTAIN = ("Download {name}.npz from MedMNIST (https://zenodo.org/records/10519652, or `pip install medmnist` "
+          "and medmnist.INFO) and put it in DATA_DIR/{name}/ or DATA_DIR/.")
+
+ORGAN = ("bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver", "lung-left",
+         "lung-right", "pancreas", "spleen")
+
+# name: (modality, channels, licence, classes)
+INFO = {
+    "pathmnist": ("Colon pathology", 3, "CC BY 4.0", (
+        "adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle", "normal colon mucosa",
+        "cancer-associated stroma", "colorectal adenocarcinoma epithelium")),
+    "dermamnist": ("Dermatoscope", 3, "CC BY-NC 4.0", (
+        "actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma", "benign keratosis-like lesions",
+        "dermatofibroma", "melanoma", "melanocytic nevi", "vascular lesions")),
+    "octmnist": ("Retinal OCT", 1, "CC BY 4.0", (
+        "choroidal neovascularization", "diabetic macular edema", "drusen", "normal")),
+    "pneumoniamnist": ("Chest X-Ray", 1, "CC BY 4.0", ("normal", "pneumonia")),
+    "retinamnist": ("Fundus Camera", 3, "CC BY 4.0", ("0", "1", "2", "3", "4")),
+    "breastmnist": ("Breast Ultrasound", 1, "CC BY 4.0", ("malignant", "normal, benign")),
+    "bloodmnist": ("Blood Cell Microscope", 3, "CC BY 4.0", (
+        "basophil", "eosinophil", "erythroblast",
+        "immature granulocytes(myelocytes, metamyelocytes and promyelocytes)", "lymphocyte", "monocyte",
+        "neutrophil", "platelet")),
+    "tissuemnist": ("Kidney Cortex Microscope", 1, "CC BY 4.0", (
+        "Collecting Duct, Connecting Tubule", "Distal Convoluted Tubule", "Glomerular endothelial cells",
+        "Interstitial endothelial cells", "Leukocytes", "Podocytes", "Proximal Tubule Segments",
+        "Thick Ascending Limb")),
+    "organamnist": ("Abdominal CT (axial)", 1, "CC BY 4.0", ORGAN),
+    "organcmnist": ("Abdominal CT (coronal)", 1, "CC BY 4.0", ORGAN),
+    "organsmnist": ("Abdominal CT (sagittal)", 1, "CC BY 4.0", ORGAN),
+}
+
+NATIVE_SIZES = (28, 64, 128, 224)
+
+# Official training-split sizes (MedMNIST v2, Table 1). The `cpu` profile trains on at most CPU_MAX_TRAIN of
+# them (a fixed stratified subsample, the same for every method and seed; val and test stay whole) so that a
+# cpu trial costs about the same on every set: RetinaMNIST's 1,080 training images set the scale.
+N_TRAIN = {"pathmnist": 89996, "dermamnist": 7007, "octmnist": 97477, "pneumoniamnist": 4708,
+           "retinamnist": 1080, "breastmnist": 546, "bloodmnist": 11959, "tissuemnist": 165466,
+           "organamnist": 34561, "organcmnist": 12975, "organsmnist": 13932}
+CPU_MAX_TRAIN = 1080  # RetinaMNIST's whole training split
+SUBSAMPLE_SEED = 0  # fixed: the subsample is part of the dataset, not of the trial's seed
+
+
+@dataclass(frozen=True)
+class MedMNISTOptions(DatasetOptions):
+    size: int = 28
+    max_train: int | None = None  # None: the whole official training split
+
+
+def subsample_train(labels: np.ndarray, max_train: int) -> np.ndarray:
+    """Indices of a stratified subsample of ``max_train`` training images (every class keeps its share,
+    at least one image), drawn with a fixed seed so that every trial sees the same images."""
+    from harness.toolkit.data import stratified_split
+
+    keep, _ = stratified_split(labels, (max_train / len(labels), 1 - max_train / len(labels)), SUBSAMPLE_SEED)
+    return keep
+
+
+def _profiles(name: str) -> dict:
+    if N_TRAIN[name] > CPU_MAX_TRAIN:
+        return {"cpu": {"max_train": CPU_MAX_TRAIN}}
+    return {}
+
+
+def _as_nhwc(images: np.ndarray) -> np.ndarray:
+    return images[..., None] if images.ndim == 3 else images
+
+
+def load(request, name: str):
+    from harness import DataSplits, HarnessError, Split
+    from harness.toolkit.data import cache_key, cached_splits, file_fingerprint, find_file, resize
+
+    size = int(request.options.size)
+    if size < 8:
+        raise HarnessError(f"{name}: size must be at least 8 px; found {size}")
+    max_train = request.options.max_train
+    if max_train is not None and (not isinstance(max_train, int) or max_train < 2):
+        raise HarnessError(f"{name}: max_train must be a whole number of at least 2 (or unset for the whole "
+                           f"training split); found {max_train!r}")
+    obtain = OBTAIN.format(name=name)
+    candidates = ([f"{name}_{size}.npz"] if size in NATIVE_SIZES and size != 28 else []) + [f"{name}.npz"]
+    path = find_file(request.data_dir, name, candidates, obtain)
+    _, channels, _, classes = INFO[name]
+
+    def build():
+        try:
+            npz = np.load(path)
+            arrays = {s: (_as_nhwc(npz[f"{s}_images"]), npz[f"{s}_labels"].reshape(-1).astype(np.int64))
+                      for s in ("train", "val", "test")}
+        except (KeyError, ValueError, OSError) as exc:
+            raise HarnessError(
+                f"{path} is not a MedMNIST file: expected arrays train_images, train_labels, val_images, "
+                f"val_labels, test_images, test_labels ({type(exc).__name__}: {exc}). {obtain}"
+            ) from None
+        splits = {}
+        for s, (images, labels) in arrays.items():
+            if images.dtype != np.uint8 or images.shape[-1] != channels:
+                raise HarnessError(f"{path}: {s}_images should be uint8 with {channels} channel(s); found "
+                                   f"{images.dtype} {images.shape}. {obtain}")
+            if labels.min() < 0 or labels.max() >= len(classes):
+                raise HarnessError(f"{path}: {s}_labels outside 0..{len(classes) - 1}. {obtain}")
+            splits[s] = Split(resize(images, size), labels)
+        return DataSplits(**splits, classes=classes, name=name, protocol="official")
+
+    if f"_{size}.npz" in path.name or size == 28:
+        data = build()  # the file is at the requested size: loading the npz is as fast as a cache
+    else:
+        key = cache_key("medmnist", file_fingerprint([path]), size, "official")
+        data = cached_splits(request.cache_dir, name, key, build)
+    if max_train is None or max_train >= len(data.train.labels):
+        return data
+    keep = subsample_train(data.train.labels, max_train)
+    return replace(data, train=Split(data.train.images[keep], data.train.labels[keep]),
+                   protocol=f"official, training split subsampled to {len(keep)} of {len(data.train.labels)} "
+                            f"(stratified, fixed seed {SUBSAMPLE_SEED})")
+
+
+def _loader(name: str):
+    def load_named(request):
+        return load(request, name)
+
+    return load_named
+
+
+@hookimpl
+def register_datasets(register):
+    for name, (modality, channels, licence, classes) in INFO.items():
+        register(DatasetSpec(
+            name=name,
+            description=f"MedMNIST v2 {name} ({modality}, {len(classes)} classes), official splits",
+            load=_loader(name),
+            classes=classes,
+            modality=modality,
+            channels=channels,
+            source=CITATION,
+            license=licence,
+            obtain=OBTAIN.format(name=name),
+            protocols=("official",),
+            options=MedMNISTOptions,
+            profiles=_profiles(name),
+        ))

@@ -1,0 +1,166 @@
+"""``diffmic``: DiffMIC, dual-guidance diffusion for medical image classification, with its ablations.
+
+Yang et al., "DiffMIC: Dual-Guidance Diffusion Network for Medical Image Classification", MICCAI 2023,
+built on CARD (Han et al., NeurIPS 2022). Implemented from ``docs/methods-brief.md`` section 1; the
+model lives in ``plugins/diffmic/model.py`` (read it next to the paper). This module only registers the
+methods and must stay cheap to import (no torch).
+
+Four methods, the rows of the paper's Table 2, share one config dataclass (``variant`` selects the row):
+
+- ``diffmic-basic``: the classifier alone (the image encoder + a linear head, cross-entropy).
+- ``diffmic-c1``: vanilla label diffusion with a plain classifier prior (the DCG global branch only:
+  backbone + bias-free 1x1 conv + spatial mean), no ROI / local branch, no MMD.
+- ``diffmic-c2``: + the dual-granularity conditional guidance (global + local priors), no MMD.
+- ``diffmic``: + the MMD regularisers on the global and local branches (the full method).
+
+Deviations from the official code, on purpose:
+
+- Model selection uses the validation split only. **The official code selects its checkpoint on the
+  test set** (validation every 10 epochs with the full 1000-step chain on the test images).
+- The priors are detached in the denoiser step (the code zeroes their gradients before the DCG step).
+- The image feature of the denoiser is computed once per image (training: once for the three branches;
+  inference: once per image, not once per step). The result is the same; only the cost changes.
+- Metrics are computed once on the full test predictions (the code averages accuracy and kappa per
+  batch).
+
+Profiles: ``smoke`` (seconds, for tests), ``cpu`` (a tiny CNN for all three encoders, width 512, a
+100-step schedule with the 1000-step schedule's end point, 8 noise draws per image; about a minute of
+CPU time per synthetic trial), ``paper`` (ResNet-50 DCG branches with ImageNet weights if
+cached, ResNet-18 image encoder trained from scratch, width 6144, batch 32, Adam 1e-3 with a 40-epoch
+warm-up then cosine, 1000 epochs, T = 1000; run it at 224 px with ``--set dataset.size=224`` and set
+``--set diffmic.test_timesteps=250`` for ISIC or ``=60`` for APTOS).
+
+Inference options beyond the code: ``sampler=respaced|ddim``, ``readout=vote`` (CARD's majority vote),
+``uncertainty_chains`` (the spread of the label over chains, stored as the ``uncertainty`` column),
+``inference_dtype=bfloat16`` (bfloat16 weights, float32 chain state: what meets the CPU latency target
+at the paper's settings; see ``benchmarks/README.md``), and saliency / ROI explanation images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness import MethodSpec, hookimpl
+from harness.toolkit.training_config import TrainConfig
+
+VARIANTS = ("basic", "c1", "c2", "full")
+
+
+@dataclass(frozen=True)
+class DiffMICConfig(TrainConfig):
+    """Settings of DiffMIC and its ablations. The supervised-loop fields (``epochs``, ``lr``, ``batch_size``,
+    ``warmup_epochs``, ``schedule``, flips, ``rotation``, ``eval_every``) apply to the denoiser (and, for
+    ``basic``, to the classifier)."""
+
+    variant: str = "full"  # Table 2 row: basic | c1 | c2 | full
+    # --- DCG: dual-granularity conditional guidance (paper Sec. 2.1) ---
+    dcg_backbone: str = "resnet50"  # global branch, truncated after the last stage (timm name or "tinycnn")
+    local_backbone: str = "resnet50"  # local branch over the ROI crops, + global average pooling
+    pretrained: bool = True  # ImageNet weights for the DCG backbones, only if already cached
+    num_crops: int = 6  # K ROIs
+    crop_fraction: float = 32 / 224  # crop side / image side (32 px at 224)
+    crop_channels: str = "first"  # "first": channel 0 replicated to 3 (as in the code) | "all"
+    attention_dim: int = 128  # gated-attention MIL hidden size
+    dcg_lr: float = 2e-4  # Adam (amsgrad) for the DCG
+    dcg_warmup_epochs: int = 15  # CE pre-training of the DCG (code: 15, paper: 10)
+    # --- the denoiser epsilon_theta(x, y_t, p, t) (Sec. 2.2) ---
+    encoder_backbone: str = "resnet18"  # image encoder of the denoiser, trained jointly
+    encoder_pretrained: bool = False  # the code trains it from scratch
+    feature_dim: int = 6144  # width of the Hadamard-product MLP
+    # --- label-space diffusion (CARD) ---
+    timesteps: int = 1000  # T of the training schedule
+    beta_start: float = 1e-4
+    beta_end: float = 0.02  # linear beta schedule
+    mmd_weight: float = 0.5  # lambda of the MMD terms (full variant only)
+    grad_clip: float = 1.0
+    noise_draws: int = 1  # (t, eps) draws per image and step (the code: 1); more trains the denoiser
+    #                       faster for the same encoder cost (CPU profiles)
+    # --- inference (Sec. 2.3) ---
+    test_timesteps: int = 100  # n: 250 ISIC, 100 PMG2000, 60 APTOS
+    sampler: str = "truncated"  # truncated (the code) | respaced | ddim
+    ddim_eta: float = 0.0
+    readout: str = "argmax"  # argmax of one sample (the code) | vote (CARD-style majority vote)
+    votes: int = 100  # samples per image for readout="vote"
+    temperature: float = 0.1  # probabilities: softmax(y0/tau) (argmax) or CARD's softmax(-(y0-1)^2/tau) (vote)
+    uncertainty_chains: int = 8  # chains whose label spread is the "uncertainty" column (0: off)
+    inference_dtype: str = "float32"  # float32 | bfloat16 (weights of the predictor; the chain state stays fp32)
+    explain_per_class: int = 2  # test images per class drawn with their saliency map and ROI boxes
+    # supervised-loop defaults as in the paper
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    rotation: float = 30.0
+
+
+@dataclass(frozen=True)
+class DiffMICC2Config(DiffMICConfig):
+    variant: str = "c2"
+
+
+@dataclass(frozen=True)
+class DiffMICC1Config(DiffMICConfig):
+    variant: str = "c1"
+
+
+@dataclass(frozen=True)
+class DiffMICBasicConfig(DiffMICConfig):
+    variant: str = "basic"
+
+
+_SMALL = {"dcg_backbone": "tinycnn", "local_backbone": "tinycnn", "encoder_backbone": "tinycnn",
+          "pretrained": False, "crop_fraction": 2 / 7}
+
+PROFILES = {
+    "smoke": {**_SMALL, "epochs": 3, "dcg_warmup_epochs": 1, "batch_size": 64, "feature_dim": 64,
+              "warmup_epochs": 0, "test_timesteps": 10, "uncertainty_chains": 4, "explain_per_class": 1,
+              "num_crops": 3},
+    # cpu: a 100-step schedule with the same end point (betas x 10, alpha_bar_T ~ 5e-5) and 8 noise draws
+    # per image, because the per-step gains of a 1000-step schedule barely train in ~100 optimizer steps
+    "cpu": {**_SMALL, "epochs": 10, "dcg_warmup_epochs": 3, "batch_size": 64, "feature_dim": 512,
+            "warmup_epochs": 1, "eval_every": 2, "timesteps": 100, "beta_start": 1e-3, "beta_end": 0.2,
+            "test_timesteps": 100, "noise_draws": 8, "uncertainty_chains": 4},
+    "paper": {"dcg_backbone": "resnet50", "local_backbone": "resnet50", "encoder_backbone": "resnet18",
+              "pretrained": True, "crop_fraction": 32 / 224, "feature_dim": 6144, "epochs": 1000,
+              "dcg_warmup_epochs": 15, "batch_size": 32, "optimizer": "adam", "lr": 1e-3,
+              "weight_decay": 0.0, "schedule": "cosine", "warmup_epochs": 40, "eval_every": 10,
+              "timesteps": 1000, "test_timesteps": 100, "rotation": 30.0, "uncertainty_chains": 8},
+}
+
+SEARCH_SPACE = {
+    "lr": ("loguniform", 1e-4, 3e-3),
+    "dcg_lr": ("loguniform", 5e-5, 1e-3),
+    "mmd_weight": ("uniform", 0.0, 1.0),
+    "feature_dim": ("choice", [256, 512, 1024]),
+    "test_timesteps": ("choice", [60, 100, 250]),
+}
+
+_PAPER = "Yang et al., DiffMIC, MICCAI 2023 (Table 2 ablation); CARD, Han et al., NeurIPS 2022"
+
+
+def _profiles(variant: str) -> dict:
+    # every profile pins the variant, so a profile can never turn one Table 2 row into another
+    return {name: {**values, "variant": variant} for name, values in PROFILES.items()}
+
+
+@hookimpl
+def register_methods(register):
+    rows = [
+        ("diffmic", DiffMICConfig, "full",
+         "DiffMIC: label diffusion guided by global + local (ROI, gated-attention MIL) priors, with MMD"),
+        ("diffmic-c2", DiffMICC2Config, "c2",
+         "DiffMIC ablation C2: label diffusion with the DCG global + local priors, no MMD"),
+        ("diffmic-c1", DiffMICC1Config, "c1",
+         "DiffMIC ablation C1: vanilla label diffusion (CARD) with a plain classifier prior"),
+        ("diffmic-basic", DiffMICBasicConfig, "basic",
+         "DiffMIC ablation 'basic': the image encoder with a linear head, cross-entropy"),
+    ]
+    for name, config, variant, description in rows:
+        register(MethodSpec(
+            name=name,
+            description=description,
+            paper=_PAPER,
+            config=config,
+            fit="plugins.diffmic.model:fit",
+            profiles=_profiles(variant),
+            search_space=SEARCH_SPACE if variant != "basic" else {"lr": SEARCH_SPACE["lr"]},
+        ))
