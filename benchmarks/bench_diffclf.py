@@ -79,7 +79,7 @@ def cost(images: int, classes: int, votes: int, size: int) -> None:
 
 def rules(dataset: str, seed: int, votes_list: tuple[int, ...], data_dir: str | None, overrides: dict) -> None:
     from harness.contract.specs import DatasetRequest, TrialContext
-    from harness.run.runner import cached_plugins, compute_metrics
+    from harness.run.runner import cached_plugins, compute_metrics, scorer
     from plugins.diffclf.model import fit
 
     _, registry = cached_plugins((), ())
@@ -92,7 +92,8 @@ def rules(dataset: str, seed: int, votes_list: tuple[int, ...], data_dir: str | 
     with tempfile.TemporaryDirectory() as tmp:
         ctx = TrialContext(seed=seed, device="cpu", threads=torch.get_num_threads(), trial_dir=Path(tmp),
                            reporter=lambda **m: print("   ", m, flush=True),
-                           sampler_factory=registry.get("samplers", "uniform").build_fn(), profile="cpu")
+                           sampler_factory=registry.get("samplers", "uniform").build_fn(), profile="cpu",
+                           scorer=scorer(registry))
         t0 = time.perf_counter()
         predictor = fit(data, config, ctx)
         fit_s = time.perf_counter() - t0

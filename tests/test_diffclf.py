@@ -120,7 +120,7 @@ def one_thread():
 
 def test_training_loss_falls_on_synthetic_smoke_and_predictor_contract(tmp_path, one_thread):
     from harness.contract.specs import DatasetRequest, TrialContext
-    from harness.run.runner import cached_plugins
+    from harness.run.runner import cached_plugins, scorer
     from plugins.diffclf.model import fit
 
     _, registry = cached_plugins((), ())
@@ -130,7 +130,8 @@ def test_training_loss_falls_on_synthetic_smoke_and_predictor_contract(tmp_path,
     config = dataclasses.replace(DiffClfConfig(**PROFILES["smoke"]), epochs=4, eval_every=4, cf_steps=2)
     history: list[dict] = []
     ctx = TrialContext(seed=0, device="cpu", threads=1, trial_dir=tmp_path, reporter=lambda **m: history.append(m),
-                       sampler_factory=registry.get("samplers", "uniform").build_fn(), profile="smoke")
+                       sampler_factory=registry.get("samplers", "uniform").build_fn(), profile="smoke",
+                       scorer=scorer(registry))
     predictor = fit(data, config, ctx)
     losses = [h["loss"] for h in history]
     assert len(losses) == 4 and losses[-1] < 0.8 * losses[0]

@@ -16,6 +16,7 @@ import harness.toolkit.training  # noqa: E402
 import plugins.gan_aug.train as impl  # noqa: E402
 from harness import DatasetRequest, DataSplits, HarnessError, Split, TrialContext  # noqa: E402
 from harness.run.config import config_from_dict, resolve_method_config  # noqa: E402
+from harness.run.runner import cached_plugins, scorer  # noqa: E402
 from plugins.datasets import synthetic  # noqa: E402
 from plugins.gan_aug import PROFILES, GanAugConfig, diffaugment_ops, register_methods, topup_counts  # noqa: E402
 from plugins.samplers.sampling import uniform  # noqa: E402
@@ -25,7 +26,7 @@ TINY = dict(latent_dim=16, g_width=8, d_width=8, gan_batch_size=16, epochs=1, ba
 
 def make_ctx(tmp_path, seed: int = 0) -> TrialContext:
     return TrialContext(seed=seed, device="cpu", threads=1, trial_dir=tmp_path, reporter=lambda **_: None,
-                        sampler_factory=uniform, profile="smoke")
+                        sampler_factory=uniform, profile="smoke", scorer=scorer(cached_plugins((), ())[1]))
 
 
 def sentinel_splits(channels: int = 3, size: int = 16) -> DataSplits:

@@ -160,12 +160,8 @@ class Predictor:
         """uint8 (N, H, W, C) -> normalised float tensor (N, C, H, W) on the predictor's device."""
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
-        x = x.permute(0, 3, 1, 2).float().div_(255.0)
-        c = x.shape[1]
-        mean = torch.tensor(_broadcast(self.mean, c), device=x.device).view(1, c, 1, 1)
-        std = torch.tensor(_broadcast(self.std, c), device=x.device).view(1, c, 1, 1)
-        return (x - mean) / std
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2)
+        return normalise(x, self.mean, self.std)
 
     def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Probabilities (and any extra per-image outputs) for uint8 images, in batches."""
@@ -189,7 +185,20 @@ def _broadcast(values: tuple[float, ...], channels: int) -> list[float]:
         return values
     if len(values) == 1:
         return values * channels
-    raise HarnessError(f"normalisation has {len(values)} values for {channels}-channel images")
+    raise HarnessError(f"normalisation has {len(values)} values for {channels}-channel images; expected 1 or "
+                       f"{channels}")
+
+
+def normalise(batch_u8, mean: tuple[float, ...], std: tuple[float, ...]):
+    """uint8 (N, C, H, W) tensor -> float ``(x / 255 - mean) / std`` per channel (``mean`` / ``std`` with one
+    value, or one per channel). The one normalisation: predictors and the training loop both use it."""
+    import torch
+
+    x = batch_u8.float().div_(255.0)
+    c = x.shape[1]
+    m = torch.tensor(_broadcast(tuple(mean), c), device=x.device).view(1, c, 1, 1)
+    s = torch.tensor(_broadcast(tuple(std), c), device=x.device).view(1, c, 1, 1)
+    return (x - m) / s
 
 
 @dataclass(frozen=True)
@@ -204,6 +213,15 @@ class TrialContext:
     sampler_factory: Callable[[np.ndarray], Any]  # labels -> Sampler (see SamplerSpec)
     profile: str = "cpu"
     time_budget_s: float | None = None
+    scorer: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None  # the registered metrics
+    headline_metric: str = "macro_f1"  # what the training loop selects checkpoints on (as val_<metric>)
+
+    def score(self, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+        """The registered metric plugins on (labels, probabilities), e.g. of the validation split: what a
+        method selects its checkpoint on. ``{name: value}``; a metric that cannot be computed is left out."""
+        if self.scorer is None:
+            raise HarnessError("this TrialContext has no scorer: the runner provides one from the metric plugins")
+        return self.scorer(np.asarray(labels), np.asarray(probs))
 
     def report(self, **metrics: Any) -> None:
         """Report per-epoch numbers, e.g. ``ctx.report(epoch=3, val_macro_f1=0.41, loss=1.2)``."""

@@ -163,6 +163,16 @@ def compute_metrics(registry: Registry, labels: np.ndarray, probs: np.ndarray) -
     return metrics, errors
 
 
+def scorer(registry: Registry):
+    """``(labels, probs) -> {metric: value}`` with the registered metric plugins (for ``ctx.score``)."""
+
+    def score(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+        values, _ = compute_metrics(registry, labels, probs)
+        return {k: v for k, v in values.items() if v is not None}
+
+    return score
+
+
 def run_trial(
     trial: Trial,
     settings: RunSettings,
@@ -222,7 +232,7 @@ def run_trial(
         ctx = TrialContext(
             seed=trial.seed, device=device, threads=threads, trial_dir=trial_dir,
             reporter=reporter or _console_reporter(trial), sampler_factory=sampler_factory,
-            profile=trial.profile,
+            profile=trial.profile, scorer=scorer(registry),
         )
         t0 = time.perf_counter()
         predictor = method.fit_fn()(data, config, ctx)

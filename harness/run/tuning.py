@@ -109,7 +109,7 @@ def fit_for_tuning(trial: Trial, settings: RunSettings, reporter) -> dict[str, f
 
     from harness.contract.specs import TrialContext
     from harness.run.config import config_from_dict
-    from harness.run.runner import cached_plugins, load_data, pick_device, seed_everything
+    from harness.run.runner import cached_plugins, load_data, pick_device, scorer, seed_everything
 
     _, registry = cached_plugins(tuple(settings.plugins), tuple(settings.blocked))
     device = pick_device(settings.device)
@@ -130,7 +130,8 @@ def fit_for_tuning(trial: Trial, settings: RunSettings, reporter) -> dict[str, f
 
     with tempfile.TemporaryDirectory(prefix="harness-tune-") as tmp:
         ctx = TrialContext(seed=trial.seed, device=device, threads=threads, trial_dir=Path(tmp),
-                           reporter=report, sampler_factory=sampler_factory, profile=trial.profile)
+                           reporter=report, sampler_factory=sampler_factory, profile=trial.profile,
+                           scorer=scorer(registry))
         predictor = method.fit_fn()(data, config, ctx)
         probs = predictor.predict(data.val.images)["probs"]
     labels = data.val.labels.astype(np.int64)

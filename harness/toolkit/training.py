@@ -1,31 +1,50 @@
-"""Training-loop helpers shared by every method that trains a classifier on batches.
+"""The one training loop, and its helpers, shared by every method that trains.
 
-``train_classifier`` is the supervised loop: the experiment's sampler gives each epoch's indices,
-batches are augmented on the fly (flips, rotation), the learning rate follows the configured schedule,
-and after every epoch the model is scored on the *validation* split; the weights kept are the best on
-validation Macro-F1. The test split is never seen here.
+``train_loop`` runs a budget of epochs (or of optimizer steps, turned into epochs with a minimum) over
+the training split in the order the experiment's sampler gives, optionally merged with extra (synthetic)
+images for the epoch. Each step is either the loop's own (``loss`` -> backward -> gradient clipping ->
+optimizer step, learning rate from the configured schedule) or a method's own ``update`` (for
+adversarial training, where two optimizers alternate). After each step an EMA may be updated and an
+``on_step_end`` hook runs (DiffMIC's DCG step); after each epoch the module chosen for evaluation is
+scored on the *validation* split with the registered metric plugins (``ctx.score``), the epoch is
+reported (``ctx.report``: the trial's learning curve), and the best state on the selection metric is
+kept. The test split is never seen here.
+
+A method file keeps only its paper's stages and losses::
+
+    model, history = train_loop(ctx, cfg, model=net, data=data, mean=mean, std=std,
+                                loss=lambda logits_model, x, y, epoch: F.cross_entropy(logits_model(x), y))
+
+``train_classifier`` is that call for a logits model with cross-entropy (or another loss on its logits).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harness.contract.specs import DataSplits, TrialContext
+from harness.contract.specs import normalise
 from harness.errors import HarnessError
 from harness.toolkit.training_config import TrainConfig  # noqa: F401  (re-exported)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+__all__ = ["EpochBudget", "Softmax", "augment", "epochs_for", "lr_factor", "make_optimizer", "normalisation",
+           "normalise", "predict", "to_uint8_tensor", "train_classifier", "train_loop"]
+
 
 def normalisation(channels: int, pretrained: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """ImageNet statistics for pretrained 3-channel backbones, (0.5, 0.5) (images in [-1, 1]) otherwise."""
     if pretrained and channels == 3:
         return IMAGENET_MEAN, IMAGENET_STD
     return (0.5,) * channels, (0.5,) * channels
@@ -36,16 +55,13 @@ def to_uint8_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
 
 
-def normalise(batch_u8: torch.Tensor, mean, std) -> torch.Tensor:
-    x = batch_u8.float().div_(255.0)
-    c = x.shape[1]
-    m = torch.tensor(mean if len(mean) == c else mean[:1] * c, device=x.device).view(1, c, 1, 1)
-    s = torch.tensor(std if len(std) == c else std[:1] * c, device=x.device).view(1, c, 1, 1)
-    return (x - m) / s
+# ------------------------------------------------------------------------------------ augmentation
 
 
 def augment(x: torch.Tensor, cfg, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal / vertical flips and rotation, per image, in one batched resampling."""
+    """Per-image random flips, then one batched affine resampling for a random-resized crop (area in
+    ``[crop_scale, 1]``, aspect ratio in [3/4, 4/3], resized back to the input size) and a rotation
+    (uniform in ``[-rotation, rotation]`` degrees). Flips only when neither is set (no resampling)."""
     n = x.shape[0]
     if cfg.hflip:
         flip = torch.rand(n, generator=generator) < 0.5
@@ -53,14 +69,30 @@ def augment(x: torch.Tensor, cfg, generator: torch.Generator) -> torch.Tensor:
     if cfg.vflip:
         flip = torch.rand(n, generator=generator) < 0.5
         x = torch.where(flip.view(n, 1, 1, 1).to(x.device), x.flip(2), x)
+    crop = float(getattr(cfg, "crop_scale", 0.0) or 0.0)
+    if not cfg.rotation and not crop:
+        return x
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    if crop:
+        area = crop + (1.0 - crop) * torch.rand(n, generator=generator)
+        log_ratio = (torch.rand(n, generator=generator) * 2 - 1) * math.log(4 / 3)
+        w = (area * log_ratio.exp()).sqrt().clamp(max=1.0)  # as fractions of the side
+        h = (area / log_ratio.exp()).sqrt().clamp(max=1.0)
+        cx = (torch.rand(n, generator=generator) * 2 - 1) * (1 - w)
+        cy = (torch.rand(n, generator=generator) * 2 - 1) * (1 - h)
+        theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = w, h, cx, cy
     if cfg.rotation:
         angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(cfg.rotation)
         cos, sin = torch.cos(angle), torch.sin(angle)
-        theta = torch.zeros(n, 2, 3)
-        theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
-        grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    return x
+        rot = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # (n, 2, 2)
+        theta[:, :, :2] = theta[:, :, :2] @ rot
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    padding = getattr(cfg, "rotation_padding", "reflection")
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+
+
+# ------------------------------------------------------------------------------- optimizer, schedule
 
 
 def make_optimizer(params, cfg) -> torch.optim.Optimizer:
@@ -73,12 +105,13 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
     raise HarnessError(f"optimizer must be one of sgd, adam, adamw; found {cfg.optimizer!r}")
 
 
-def lr_factor(cfg, epoch_float: float) -> float:
-    """Multiplier of the base learning rate at a (fractional) epoch."""
+def lr_factor(cfg, epoch_float: float, epochs: int | None = None) -> float:
+    """Multiplier of the base learning rate at a (fractional) epoch of ``epochs`` (default ``cfg.epochs``)."""
+    epochs = cfg.epochs if epochs is None else epochs
     if cfg.warmup_epochs and epoch_float < cfg.warmup_epochs:
         return (epoch_float + 1e-3) / cfg.warmup_epochs
     if cfg.schedule == "cosine":
-        span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
+        span = max(epochs - cfg.warmup_epochs, 1e-9)
         progress = min(max((epoch_float - cfg.warmup_epochs) / span, 0.0), 1.0)
         return 0.5 * (1 + math.cos(math.pi * progress))
     if cfg.schedule == "multistep":
@@ -88,98 +121,49 @@ def lr_factor(cfg, epoch_float: float) -> float:
     raise HarnessError(f"schedule must be cosine, multistep or constant; found {cfg.schedule!r}")
 
 
-@torch.no_grad()
-def predict_probs(model: nn.Module, images_u8: torch.Tensor, mean, std, device: str, batch_size: int = 256):
-    model.eval()
+@dataclass(frozen=True)
+class EpochBudget:
+    epochs: int
+    steps_per_epoch: int
+
+    @property
+    def steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+def epochs_for(cfg, n_train: int) -> EpochBudget:
+    """The epoch budget of a config: ``cfg.epochs``, or, when ``cfg.steps`` > 0, enough epochs for that
+    many optimizer steps on ``n_train`` images (at least ``cfg.min_epochs``), so that a small dataset gets
+    as many optimizer steps as a large one."""
+    if cfg.batch_size < 1:
+        raise HarnessError(f"batch_size must be at least 1; found {cfg.batch_size}")
+    if n_train < 1:
+        raise HarnessError("the training split is empty: there is nothing to train on")
+    per_epoch = max(1, math.ceil(n_train / cfg.batch_size))
+    steps = int(getattr(cfg, "steps", 0) or 0)
+    if steps > 0:
+        return EpochBudget(max(int(getattr(cfg, "min_epochs", 1) or 1), math.ceil(steps / per_epoch)), per_epoch)
+    if cfg.epochs < 1:
+        raise HarnessError(f"epochs must be at least 1 (or set steps > 0); found {cfg.epochs}")
+    return EpochBudget(int(cfg.epochs), per_epoch)
+
+
+# ----------------------------------------------------------------------------------------- predict
+
+
+def predict(module: nn.Module, images_u8: torch.Tensor, mean, std, device: str, batch_size: int = 256,
+            key: str = "probs") -> np.ndarray:
+    """``module`` on uint8 (N, C, H, W) images in batches, eval mode, no gradient: its output (or the
+    ``key`` entry of a dict output) as a numpy array. The one batch-predict of the toolkit."""
+    was_training = module.training
+    module.eval()
     out = []
-    for start in range(0, len(images_u8), batch_size):
-        x = normalise(images_u8[start : start + batch_size].to(device), mean, std)
-        out.append(torch.softmax(model(x).float(), dim=1).cpu())
+    with torch.inference_mode():
+        for start in range(0, len(images_u8), batch_size):
+            y = module(normalise(images_u8[start : start + batch_size].to(device), mean, std))
+            out.append((y[key] if isinstance(y, dict) else y).float().cpu())
+    module.train(was_training)
     return torch.cat(out).numpy()
-
-
-def macro_f1(labels: np.ndarray, probs: np.ndarray) -> float:
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(labels, probs.argmax(1), average="macro", labels=np.arange(probs.shape[1]),
-                          zero_division=0))
-
-
-def train_classifier(
-    model: nn.Module,
-    data: DataSplits,
-    cfg,
-    ctx: TrialContext,
-    *,
-    mean,
-    std,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
-    extra_batches: Callable[[int], tuple[torch.Tensor, torch.Tensor] | None] | None = None,
-    on_epoch_end: Callable[[int, nn.Module], None] | None = None,
-) -> tuple[nn.Module, list[dict]]:
-    """Train ``model`` (logits out) and return it with the best-on-validation weights, and the history.
-
-    ``loss_fn(logits, targets, epoch)`` defaults to cross-entropy. ``extra_batches(epoch)`` may return
-    extra (uint8 NCHW images, labels) to mix into this epoch's training set (for example synthetic
-    images); ``on_epoch_end(epoch, model)`` runs after each epoch's validation.
-    """
-    device = ctx.device
-    model.to(device)
-    loss_fn = loss_fn or (lambda logits, y, epoch: F.cross_entropy(logits, y))
-    train_x = to_uint8_tensor(data.train.images)
-    train_y = torch.from_numpy(data.train.labels.astype(np.int64))
-    val_x = to_uint8_tensor(data.val.images)
-    val_y = data.val.labels.astype(np.int64)
-    sampler = ctx.make_sampler(data.train.labels)
-    rng = np.random.default_rng(ctx.seed)
-    generator = torch.Generator().manual_seed(ctx.seed)
-    optimizer = make_optimizer(model.parameters(), cfg)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
-
-    best_score, best_state, history = -1.0, copy.deepcopy(model.state_dict()), []
-    for epoch in range(cfg.epochs):
-        model.train()
-        epoch_x, epoch_y = train_x, train_y
-        order = torch.from_numpy(np.asarray(sampler.indices(epoch, cfg.epochs, rng), dtype=np.int64))
-        extra = extra_batches(epoch) if extra_batches else None
-        if extra is not None and len(extra[1]):
-            epoch_x = torch.cat([train_x, extra[0]])
-            epoch_y = torch.cat([train_y, extra[1]])
-            extra_order = torch.arange(len(train_y), len(epoch_y))
-            order = order[torch.randperm(len(order), generator=generator)]
-            order = torch.cat([order, extra_order])[torch.randperm(len(order) + len(extra_order), generator=generator)]
-        steps = max(1, math.ceil(len(order) / cfg.batch_size))
-        total_loss, seen = 0.0, 0
-        for step in range(steps):
-            factor = lr_factor(cfg, epoch + step / steps)
-            for group, base in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = base * factor
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            if len(idx) < 2 and steps > 1:
-                continue  # a batch of one breaks batch norm
-            x = normalise(epoch_x[idx].to(device), mean, std)
-            x = augment(x, cfg, generator)
-            y = epoch_y[idx].to(device)
-            loss = loss_fn(model(x), y, epoch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += float(loss.detach()) * len(idx)
-            seen += len(idx)
-        record = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            probs = predict_probs(model, val_x, mean, std, device)
-            score = macro_f1(val_y, probs)
-            record.update(val_macro_f1=score, val_accuracy=float((probs.argmax(1) == val_y).mean()))
-            if score > best_score:
-                best_score, best_state = score, copy.deepcopy(model.state_dict())
-        history.append(record)
-        ctx.report(**record)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, model)
-    model.load_state_dict(best_state)
-    model.eval()
-    return model, history
 
 
 class Softmax(nn.Module):
@@ -191,3 +175,178 @@ class Softmax(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model(x), dim=1)
+
+
+# -------------------------------------------------------------------------------------------- loop
+
+
+Loss = Callable[[torch.Tensor, torch.Tensor, int], "torch.Tensor | tuple[torch.Tensor, dict[str, float]]"]
+
+
+@dataclass
+class History:
+    """The per-epoch records of a loop (what ``ctx.report`` received) and the selection's outcome."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_score: float | None = None
+
+
+def _batches(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    steps = max(1, math.ceil(len(order) / batch_size))
+    for step in range(steps):
+        idx = order[step * batch_size : (step + 1) * batch_size]
+        if len(idx) < 2 and steps > 1:
+            continue  # a batch of one breaks batch norm
+        yield idx
+
+
+def train_loop(
+    ctx,
+    cfg,
+    *,
+    model: nn.Module,
+    data,
+    mean,
+    std,
+    loss: Loss | None = None,
+    update: Callable[[torch.Tensor, torch.Tensor, float], dict[str, float]] | None = None,
+    params=None,
+    optimizer: torch.optim.Optimizer | None = None,
+    evaluate: Callable[[], nn.Module] | None = None,
+    select: str | None = None,
+    ema=None,
+    extra_batches: Callable[[int], tuple[torch.Tensor, torch.Tensor] | None] | None = None,
+    on_step_end: Callable[[torch.Tensor, torch.Tensor], dict[str, float] | None] | None = None,
+    on_epoch_end: Callable[[int, nn.Module], dict[str, float] | None] | None = None,
+    state: Callable[[], dict] | None = None,
+    load_state: Callable[[dict], None] | None = None,
+    augment_images: bool = True,
+    stage: str | None = None,
+    epoch_offset: int = 0,
+) -> tuple[nn.Module, History]:
+    """Train ``model`` on ``data.train`` and return it with the kept state, and the history.
+
+    - ``loss(x, y, epoch)``: the batch loss on normalised, augmented images ``x`` and labels ``y`` (a tensor,
+      or ``(tensor, parts)`` with named floats to report); the loop does backward, ``cfg.grad_clip`` (when the
+      config has it), the optimizer step (``optimizer``, or ``make_optimizer(params or model.parameters())``)
+      and the learning rate (``lr_factor`` per step).
+    - ``update(x, y, epoch_float)``: instead of ``loss``, a method's own step (it owns its optimizers); returns
+      the parts to report.
+    - ``evaluate()``: the module whose ``"probs"`` (or output) on ``data.val`` is scored each ``cfg.eval_every``
+      epochs with ``ctx.score`` (the registered metrics; reported as ``val_<metric>``). The state with the best
+      ``select`` (default ``val_`` + the headline metric) is kept. Without ``evaluate`` nothing is selected:
+      the last state is kept.
+    - ``ema``: an :class:`harness.toolkit.nn.ema.EMA` updated after each step (evaluate it through ``evaluate``).
+    - ``extra_batches(epoch)``: extra (uint8 NCHW images, labels) merged into this epoch only.
+    - ``on_step_end(x, y)`` after each step; ``on_epoch_end(epoch, model)`` after each epoch's validation;
+      both may return numbers to report.
+    - ``state`` / ``load_state``: what selection snapshots and restores (default: ``model``'s state dict).
+    """
+    if (loss is None) == (update is None):
+        raise HarnessError("train_loop needs exactly one of loss= or update=")
+    device = ctx.device
+    model.to(device)
+    budget = epochs_for(cfg, len(data.train))
+    train_x = to_uint8_tensor(data.train.images)
+    train_y = torch.from_numpy(np.asarray(data.train.labels, dtype=np.int64))
+    val_x = to_uint8_tensor(data.val.images) if evaluate is not None else None
+    val_y = np.asarray(data.val.labels, dtype=np.int64)
+    sampler = ctx.make_sampler(data.train.labels)
+    rng = np.random.default_rng(ctx.seed + epoch_offset)
+    generator = torch.Generator().manual_seed(ctx.seed + epoch_offset)
+    if loss is not None and optimizer is None:
+        optimizer = make_optimizer(params if params is not None else model.parameters(), cfg)
+    base_lrs = [group["lr"] for group in optimizer.param_groups] if optimizer is not None else []
+    clip = float(getattr(cfg, "grad_clip", 0.0) or 0.0)
+    snapshot = state or (lambda: copy.deepcopy(model.state_dict()))
+    restore = load_state or model.load_state_dict
+    select = select or f"val_{ctx.headline_metric}"
+    history, best_state = History(), None
+
+    for epoch in range(budget.epochs):
+        started = time.perf_counter()
+        model.train()
+        epoch_x, epoch_y = train_x, train_y
+        order = torch.from_numpy(np.asarray(sampler.indices(epoch, budget.epochs, rng), dtype=np.int64))
+        extra = extra_batches(epoch) if extra_batches is not None else None
+        if extra is not None and len(extra[1]):
+            epoch_x = torch.cat([train_x, extra[0]])
+            epoch_y = torch.cat([train_y, torch.as_tensor(extra[1], dtype=torch.int64)])
+            order = torch.cat([order, torch.arange(len(train_y), len(epoch_y))])
+            order = order[torch.randperm(len(order), generator=generator)]
+        steps = max(1, math.ceil(len(order) / cfg.batch_size))
+        sums: dict[str, float] = {}
+        seen = 0
+        for step, idx in enumerate(_batches(order, cfg.batch_size)):
+            progress = epoch + step / steps
+            x = normalise(epoch_x[idx].to(device), mean, std)
+            if augment_images:
+                x = augment(x, cfg, generator)
+            y = epoch_y[idx].to(device)
+            if update is not None:
+                parts = dict(update(x, y, progress) or {})
+            else:
+                factor = lr_factor(cfg, progress, budget.epochs)
+                for group, base in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = base * factor
+                out = loss(x, y, epoch)
+                value, parts = (out if isinstance(out, tuple) else (out, {}))
+                parts = {"loss": float(value.detach()), **parts}
+                optimizer.zero_grad(set_to_none=True)
+                value.backward()
+                if clip:
+                    nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
+                optimizer.step()
+            if ema is not None:
+                ema.update(model, epoch * steps + step)
+            if on_step_end is not None:
+                parts.update(on_step_end(x, y) or {})
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + float(value) * len(idx)
+            seen += len(idx)
+        record: dict[str, Any] = {"epoch": epoch_offset + epoch + 1, **({"stage": stage} if stage else {}),
+                                  **{k: v / max(seen, 1) for k, v in sums.items()}}
+        if optimizer is not None:
+            record["lr"] = optimizer.param_groups[0]["lr"]
+        if evaluate is not None and ((epoch + 1) % max(1, cfg.eval_every) == 0 or epoch + 1 == budget.epochs):
+            probs = predict(evaluate(), val_x, mean, std, device)
+            record.update({f"val_{name}": value for name, value in ctx.score(val_y, probs).items()})
+            score = record.get(select)
+            if score is None:
+                raise HarnessError(f"selection metric {select!r} is not among the validation scores "
+                                   f"({', '.join(k for k in record if k.startswith('val_'))})")
+            if history.best_score is None or score > history.best_score:
+                history.best_score, history.best_epoch, best_state = score, record["epoch"], snapshot()
+        if on_epoch_end is not None:
+            record.update(on_epoch_end(epoch, model) or {})
+        record["seconds"] = time.perf_counter() - started
+        history.records.append(record)
+        ctx.report(**record)
+    if best_state is not None:
+        restore(best_state)
+    model.eval()
+    return model, history
+
+
+def train_classifier(
+    model: nn.Module,
+    data,
+    cfg,
+    ctx,
+    *,
+    mean,
+    std,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
+    extra_batches: Callable[[int], tuple[torch.Tensor, torch.Tensor] | None] | None = None,
+    on_epoch_end: Callable[[int, nn.Module], dict[str, float] | None] | None = None,
+) -> tuple[nn.Module, list[dict]]:
+    """Train a logits model with ``loss_fn(logits, targets, epoch)`` (default cross-entropy), selecting on
+    validation; returns the model with the kept weights and the per-epoch records."""
+    loss_fn = loss_fn or (lambda logits, y, epoch: F.cross_entropy(logits, y))
+    probs_model = Softmax(model)
+    model, history = train_loop(ctx, cfg, model=model, data=data, mean=mean, std=std,
+                                loss=lambda x, y, epoch: loss_fn(model(x), y, epoch),
+                                evaluate=lambda: probs_model, extra_batches=extra_batches,
+                                on_epoch_end=on_epoch_end)
+    return model, history.records

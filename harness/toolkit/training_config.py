@@ -10,6 +10,8 @@ class TrainConfig:
     """Settings of the supervised loop; method configs inherit these and add their own."""
 
     epochs: int = 20
+    steps: int = 0  # > 0: the budget in optimizer steps instead (epochs = max(min_epochs, steps / steps per epoch))
+    min_epochs: int = 1  # with a step budget: at least this many epochs
     batch_size: int = 128
     optimizer: str = "adamw"  # adamw | adam | sgd
     lr: float = 1e-3
@@ -21,4 +23,6 @@ class TrainConfig:
     hflip: bool = True
     vflip: bool = False
     rotation: float = 15.0  # degrees, uniform in [-rotation, rotation]
+    rotation_padding: str = "reflection"  # what fills the corners a rotation or crop uncovers: reflection | zeros | border
+    crop_scale: float = 0.0  # > 0: random-resized crop with area in [crop_scale, 1] (aspect 3/4-4/3), resized back
     eval_every: int = 1  # validate every N epochs (and after the last)

@@ -22,7 +22,7 @@ from harness.toolkit.nn.ema import EMA
 from harness.toolkit.nn.schedules import ShiftedCosineLogSNR, alpha_sigma_from_logsnr
 from harness.toolkit.nn.unet import UNet
 from harness.toolkit.nn.wavelet import haar_dwt, haar_idwt
-from harness.toolkit.training import augment, macro_f1, make_optimizer, normalise, to_uint8_tensor
+from harness.toolkit.training import augment, make_optimizer, normalise, to_uint8_tensor
 
 # ------------------------------------------------------------------------------------------ rules
 
@@ -266,7 +266,7 @@ def fit(data, config, ctx) -> Predictor:
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
             clf = make_classifier(ema.module, config, k, config.val_votes, ctx.seed).eval()
             probs = classify(clf, val_x, mean, std, device)
-            score = macro_f1(val_y, probs)
+            score = ctx.score(val_y, probs)[ctx.headline_metric]
             record.update(val_macro_f1=score, val_accuracy=float((probs.argmax(1) == val_y).mean()))
             if score > best:
                 best, best_state = score, {key: v.clone() for key, v in ema.state_dict().items()}

@@ -34,7 +34,6 @@ from harness.toolkit.training import (
     Softmax,
     augment,
     lr_factor,
-    macro_f1,
     make_optimizer,
     normalisation,
     normalise,
@@ -678,9 +677,9 @@ def fit_diffusion(data, cfg, ctx) -> Predictor:
                   **{k: v / max(count, 1) for k, v in sums.items()}, "lr": optimizer.param_groups[0]["lr"]}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             probs = _predict(classifier(0), val_x, mean, std, device)
-            score = macro_f1(val_y, probs)
+            score = ctx.score(val_y, probs)[ctx.headline_metric]
             record.update(val_macro_f1=score, val_accuracy=float((probs.argmax(1) == val_y).mean()),
-                          val_prior_macro_f1=macro_f1(val_y, _predict(_PriorOnly(dcg), val_x, mean, std, device)))
+                          val_prior_macro_f1=ctx.score(val_y, _predict(_PriorOnly(dcg), val_x, mean, std, device))["macro_f1"])
             if score > best_score:
                 best_score = score
                 best_state = (copy.deepcopy(dcg.state_dict()), copy.deepcopy(denoiser.state_dict()))
