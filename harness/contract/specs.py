@@ -45,6 +45,7 @@ class Split:
 
     images: np.ndarray
     labels: np.ndarray
+    ids: np.ndarray | None = None  # a stable id per image (the dataset's own, or a content hash): pairs runs
 
     def __post_init__(self):
         if self.images.ndim != 4 or self.images.dtype != np.uint8:
@@ -71,6 +72,7 @@ class DataSplits:
     classes: tuple[str, ...]
     name: str = ""
     protocol: str = "official"
+    fingerprint: str | None = None  # a hash of the prepared arrays (labels included): ties results to the data
 
     @property
     def num_classes(self) -> int:
@@ -216,6 +218,13 @@ class TrialContext:
     scorer: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None  # the registered metrics
     headline_metric: str = "macro_f1"  # what the training loop selects checkpoints on (as val_<metric>)
 
+    notes: dict[str, Any] = field(default_factory=dict)  # what the method adds to its result (see ``note``)
+
+    def note(self, **values: Any) -> None:
+        """Record method-specific facts in the trial's result (``result.json`` ``notes``), e.g. the prior's
+        validation score, a cached generator's key, generation metrics. JSON-able values only."""
+        self.notes.update(values)
+
     def score(self, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
         """The registered metric plugins on (labels, probabilities), e.g. of the validation split: what a
         method selects its checkpoint on. ``{name: value}``; a metric that cannot be computed is left out."""
@@ -259,6 +268,10 @@ class MethodSpec:
     profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     search_space: Mapping[str, tuple] = field(default_factory=dict)
     uses_sampler: bool = True  # trains a classifier on batches drawn by the experiment's sampler
+    # Per-dataset settings of a profile: {profile: {dataset: {key: value}}}. Config keys apply on top of the
+    # profile for that dataset (DiffMIC's paper chain length: 60 on APTOS, 250 on ISIC); keys "dataset.OPTION"
+    # state what the paper's data protocol was, and a trial whose dataset option differs says so (a warning).
+    dataset_profiles: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
 
     def fit_fn(self) -> Callable[..., Predictor]:
         return resolve_callable(self.fit, f"method {self.name!r} fit")

@@ -111,11 +111,15 @@ def build_dataclass(cls: type, values: Mapping[str, Any], what: str):
         raise HarnessError(f"{what}: invalid config: {exc}") from None
 
 
-def resolve_method_config(spec: MethodSpec, profile: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults, then ``spec.profiles[profile]``, then ``overrides``: a plain dict (JSON-able)."""
+def resolve_method_config(spec: MethodSpec, profile: str, overrides: Mapping[str, Any],
+                          dataset: str | None = None) -> dict[str, Any]:
+    """Defaults, then ``spec.profiles[profile]``, then the profile's settings for ``dataset``
+    (``spec.dataset_profiles``), then ``overrides``: a plain dict (JSON-able)."""
     if profile not in PROFILES:
         raise HarnessError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
     values = dict(spec.profiles.get(profile, {}))
+    per_dataset = spec.dataset_profiles.get(profile, {}).get(dataset, {}) if dataset else {}
+    values.update({k: v for k, v in per_dataset.items() if not k.startswith("dataset.")})
     values.update(overrides)
     config = build_dataclass(spec.config, values, f"method {spec.name!r}")
     return config_to_dict(config)
@@ -131,3 +135,18 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 def config_from_dict(cls: type, values: Mapping[str, Any]):
     return build_dataclass(cls, values, cls.__name__)
+
+
+def data_protocol_warnings(spec: MethodSpec, profile: str, dataset: str, options: Mapping[str, Any]) -> list[str]:
+    """Where a trial's dataset options differ from what the method's profile says its paper used
+    (``"dataset.OPTION"`` keys of ``spec.dataset_profiles``): one sentence each."""
+    expected = spec.dataset_profiles.get(profile, {}).get(dataset, {})
+    out = []
+    for key, value in expected.items():
+        if key.startswith("dataset."):
+            option = key[len("dataset."):]
+            if options.get(option) != value:
+                out.append(f"{spec.name} ({profile} profile) on {dataset}: the paper used {option}={value!r}, this "
+                           f"trial has {option}={options.get(option)!r} (set --set {dataset}.{option}={value!r} to "
+                           "match it)")
+    return out

@@ -26,12 +26,13 @@ from harness import __version__
 from harness.contract.specs import DatasetRequest, TrialContext
 from harness.errors import HarnessError
 from harness.registry import PluginManager, Registry, load_plugins
-from harness.run.config import config_from_dict
+from harness.run.config import config_from_dict, data_protocol_warnings
 from harness.run.latency import LatencySettings
 from harness.run.trial import NO_SAMPLER, Trial
 from harness.store import RESULT_SCHEMA, ResultStore, atomic_write_json, atomic_write_parquet
 
 ENV_DATA_DIR = "HARNESS_DATA_DIR"
+CURVE_FILE = "curve.json"  # a trial's learning curve: the list of its per-epoch ctx.report records
 ENV_CACHE_DIR = "HARNESS_CACHE_DIR"
 
 
@@ -229,13 +230,30 @@ def run_trial(
         else:
             sampler_factory = registry.get("samplers", "uniform").build_fn() if "uniform" in registry.samplers \
                 else _no_sampler
+        record["data_fingerprint"] = data.fingerprint
+        warnings = data_protocol_warnings(method, trial.profile, trial.dataset, trial.options)
+        if warnings:
+            record["warnings"] = warnings
+        curve: list[dict[str, Any]] = []  # the learning curve: every ctx.report of the trial
+        forward = reporter or _console_reporter(trial)
+
+        def report(**values: Any) -> None:
+            curve.append(values)
+            forward(**values)
+
         ctx = TrialContext(
-            seed=trial.seed, device=device, threads=threads, trial_dir=trial_dir,
-            reporter=reporter or _console_reporter(trial), sampler_factory=sampler_factory,
-            profile=trial.profile, scorer=scorer(registry),
+            seed=trial.seed, device=device, threads=threads, trial_dir=trial_dir, reporter=report,
+            sampler_factory=sampler_factory, profile=trial.profile, scorer=scorer(registry),
         )
         t0 = time.perf_counter()
-        predictor = method.fit_fn()(data, config, ctx)
+        try:
+            predictor = method.fit_fn()(data, config, ctx)
+        finally:
+            if curve:
+                atomic_write_json(trial_dir / CURVE_FILE, curve)
+                record["curve"] = CURVE_FILE
+            if ctx.notes:
+                record["notes"] = ctx.notes
         record["fit_seconds"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -259,7 +277,7 @@ def run_trial(
         record["protocol"] = data.protocol
 
         t0 = time.perf_counter()
-        _write_predictions(trial_dir, labels, probs, outputs)
+        _write_predictions(trial_dir, labels, probs, outputs, data.test.ids)
         if predictor.explain is not None:
             try:
                 record["explanations"] = [
@@ -302,11 +320,13 @@ def _finish(record, timings, t_start, trial_dir, manager, trial) -> None:
         record["observer_errors"] = errors
 
 
-def _write_predictions(trial_dir: Path, labels: np.ndarray, probs: np.ndarray, extras: dict) -> None:
+def _write_predictions(trial_dir: Path, labels: np.ndarray, probs: np.ndarray, extras: dict,
+                       ids: np.ndarray | None = None) -> None:
     import polars as pl
 
     columns: dict[str, Any] = {
         "index": np.arange(len(labels), dtype=np.int64),
+        **({"image_id": np.asarray(ids).astype(str)} if ids is not None else {}),
         "label": labels,
         "pred": probs.argmax(axis=1).astype(np.int64),
     }

@@ -140,7 +140,8 @@ def expand(experiment: Experiment, registry: Registry) -> list[Trial]:
                                                                    experiment.profile))
         for method in experiment.methods:
             spec = registry.get("methods", method)
-            config = resolve_method_config(spec, experiment.profile, experiment.overrides.get(method, {}))
+            config = resolve_method_config(spec, experiment.profile, experiment.overrides.get(method, {}),
+                                           dataset)
             samplers = experiment.samplers if spec.uses_sampler else (NO_SAMPLER,)
             for sampler in samplers:
                 for seed in experiment.seeds:
