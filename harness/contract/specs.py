@@ -36,6 +36,23 @@ def resolve_callable(target: Callable | str, what: str) -> Callable:
         raise HarnessError(f"{what}: module {module_name!r} has no attribute {attr!r}") from None
 
 
+def check_range(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                low_open: bool = False, choices: tuple | None = None) -> None:
+    """Raise ``ValueError("NAME must be ...; found VALUE")`` when a config value is out of range. Config
+    dataclasses call it in ``__post_init__``; the harness turns the error into a message naming the method
+    or dataset before any trial starts (``--set resnet.epochs=-3`` is refused, not trained)."""
+    if choices is not None:
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; found {value!r}")
+        return
+    if low is not None and (value < low or (low_open and value == low)):
+        bound = f"greater than {low}" if low_open else f"at least {low}"
+        raise ValueError(f"{name} must be {bound}" + (f" and at most {high}" if high is not None else "")
+                         + f"; found {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be at most {high}; found {value!r}")
+
+
 # ---------------------------------------------------------------------------------------------- data
 
 
