@@ -45,9 +45,9 @@ def test_every_hook_is_documented():
 
 def test_builtins_come_through_entry_points(registry):
     sources = {p.name: p.source for p in registry.plugins}
-    for name in ("synthetic", "medmnist", "resnet", "samplers", "metrics"):
+    for name in ("synthetic", "medmnist", "baselines", "samplers", "metrics"):
         assert sources.get(name) == "entry point", sources
-    assert registry.provider[("methods", "resnet")] == "resnet"
+    assert registry.provider[("methods", "resnet")] == "baselines"
     assert registry.provider[("datasets", "synthetic")] == "synthetic"
 
 
@@ -92,7 +92,7 @@ def test_plugin_whose_hook_raises_is_reported(tmp_path, monkeypatch):
 
 
 def test_blocking_a_plugin_by_name(monkeypatch):
-    registry = load_plugins(blocked=["resnet"]).build_registry()
+    registry = load_plugins(blocked=["baselines"]).build_registry()
     assert "resnet" not in registry.methods and "synthetic" in registry.datasets
     monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "synthetic")
     registry = load_plugins().build_registry()
@@ -120,8 +120,8 @@ def test_plugins_command_lists_versions_and_hooks(cli):
     result = cli("plugins", "--json")
     data = json.loads(result.output)
     by_name = {p["name"]: p for p in data["plugins"]}
-    assert by_name["resnet"]["hooks"] == ["register_methods"]
-    assert by_name["resnet"]["version"]
+    assert by_name["baselines"]["hooks"] == ["register_methods"]
+    assert by_name["baselines"]["version"]
 
 
 def test_core_never_imports_plugins():

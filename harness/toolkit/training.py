@@ -224,6 +224,7 @@ def train_loop(
     augment_images: bool = True,
     stage: str | None = None,
     epoch_offset: int = 0,
+    sampler=None,
 ) -> tuple[nn.Module, History]:
     """Train ``model`` on ``data.train`` and return it with the kept state, and the history.
 
@@ -242,6 +243,9 @@ def train_loop(
     - ``on_step_end(x, y)`` after each step; ``on_epoch_end(epoch, model)`` after each epoch's validation;
       both may return numbers to report.
     - ``state`` / ``load_state``: what selection snapshots and restores (default: ``model``'s state dict).
+    - ``sampler``: the batch order (``.indices(epoch, num_epochs, rng)``); default the experiment's
+      (``ctx.make_sampler``). A stage that must not follow the experiment's sampler (a GAN) passes its own.
+    - ``stage`` / ``epoch_offset``: a name and an epoch offset for the records of a multi-stage method.
     """
     if (loss is None) == (update is None):
         raise HarnessError("train_loop needs exactly one of loss= or update=")
@@ -251,8 +255,8 @@ def train_loop(
     train_x = to_uint8_tensor(data.train.images)
     train_y = torch.from_numpy(np.asarray(data.train.labels, dtype=np.int64))
     val_x = to_uint8_tensor(data.val.images) if evaluate is not None else None
-    val_y = np.asarray(data.val.labels, dtype=np.int64)
-    sampler = ctx.make_sampler(data.train.labels)
+    val_y = np.asarray(data.val.labels, dtype=np.int64) if evaluate is not None else None
+    sampler = sampler if sampler is not None else ctx.make_sampler(data.train.labels)
     rng = np.random.default_rng(ctx.seed + epoch_offset)
     generator = torch.Generator().manual_seed(ctx.seed + epoch_offset)
     if loss is not None and optimizer is None:
@@ -340,13 +344,18 @@ def train_classifier(
     loss_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
     extra_batches: Callable[[int], tuple[torch.Tensor, torch.Tensor] | None] | None = None,
     on_epoch_end: Callable[[int, nn.Module], dict[str, float] | None] | None = None,
+    probs: Callable[[nn.Module], nn.Module] | None = None,
+    stage: str | None = None,
+    epoch_offset: int = 0,
 ) -> tuple[nn.Module, list[dict]]:
     """Train a logits model with ``loss_fn(logits, targets, epoch)`` (default cross-entropy), selecting on
-    validation; returns the model with the kept weights and the per-epoch records."""
+    validation; returns the model with the kept weights and the per-epoch records. ``probs`` turns the logits
+    model into the probabilities scored on validation (default :class:`Softmax`; the predictor should use
+    the same)."""
     loss_fn = loss_fn or (lambda logits, y, epoch: F.cross_entropy(logits, y))
-    probs_model = Softmax(model)
+    probs_model = (probs or Softmax)(model)
     model, history = train_loop(ctx, cfg, model=model, data=data, mean=mean, std=std,
                                 loss=lambda x, y, epoch: loss_fn(model(x), y, epoch),
                                 evaluate=lambda: probs_model, extra_batches=extra_batches,
-                                on_epoch_end=on_epoch_end)
+                                on_epoch_end=on_epoch_end, stage=stage, epoch_offset=epoch_offset)
     return model, history.records
