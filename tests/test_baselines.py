@@ -139,16 +139,16 @@ def test_drw_starts_at_eighty_percent_of_the_step_budgets_epochs(tmp_path):
     from plugins.samplers.sampling import uniform
 
     rng = np.random.default_rng(0)
-    labels = np.repeat([0, 1, 2], [20, 12, 8])
-    split = Split(rng.integers(0, 256, (40, 16, 16, 1), dtype=np.uint8), labels)
+    labels = np.repeat([0, 1, 2], [12, 8, 4])
+    split = Split(rng.integers(0, 256, (24, 8, 8, 1), dtype=np.uint8), labels)
     data = DataSplits(train=split, val=split, test=split, classes=("a", "b", "c"))
     ctx = TrialContext(seed=0, device="cpu", threads=1, trial_dir=tmp_path, reporter=lambda **_: None,
                        sampler_factory=uniform, scorer=lambda y, p: {"macro_f1": float((p.argmax(1) == y).mean())})
-    # 40 images in batches of 8: 5 steps per epoch, so 20 steps are 4 epochs and DRW starts at round(3.2) = 3.
-    config = LDAMDRWConfig(steps=20, batch_size=8, epochs=1)
+    # 24 images in batches of 8: 3 steps per epoch, so 12 steps are 4 epochs and DRW starts at round(3.2) = 3.
+    config = LDAMDRWConfig(steps=12, batch_size=8, epochs=1)
     predictor = fit_ldam_drw(data, config, ctx)
     assert ctx.notes["drw_start_epoch"] == 4  # 1-based, as the learning curve counts epochs
-    assert np.allclose(ctx.notes["ldam_margins"], ldam_margins([20, 12, 8], 0.5), atol=1e-6)
+    assert np.allclose(ctx.notes["ldam_margins"], ldam_margins([12, 8, 4], 0.5), atol=1e-6)
     assert isinstance(predictor.module.model.head, CosineHead)
 
 
@@ -318,6 +318,25 @@ def test_an_epochs_override_replaces_a_step_budget(registry):
     assert config["epochs"] == 20 and config["steps"] == 0  # --set resnet.epochs=20 trains 20 epochs
     config = resolve_method_config(spec, "cpu", {"epochs": 20, "steps": 50}, dataset="synthetic")
     assert config["steps"] == 50  # both given: the step budget, as asked
+
+
+def test_iois_protocol_config_gives_every_row_the_same_classifier(registry):
+    from harness.run.config import resolve_method_config
+    from harness.run.experiment_config import load_experiment
+
+    parsed = load_experiment(REPO / "benchmarks" / "configs" / "iois-protocol.toml")
+    methods = parsed.options["methods"].split(",")
+    tables = {m: parsed.overrides[m] for m in methods}  # every row has its table ...
+    assert all(t == tables["resnet"] for t in tables.values()), tables  # ... and they are the same
+    assert tables["resnet"]["crop_scale"] > 0 and tables["resnet"]["rotation"] > 0  # IOIS's crop and rotation
+    shared = ("backbone", "steps", "min_epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule",
+              "hflip", "vflip", "rotation", "rotation_padding", "crop_scale", "pretrained")
+    resolved = {}
+    for m in methods:
+        if m in registry.methods:  # the IOIS rows come with the iois plugin
+            config = resolve_method_config(registry.get("methods", m), "cpu", parsed.overrides[m], "retinamnist")
+            resolved[m] = {k: config[k] for k in shared}
+    assert len(resolved) >= 5 and all(r == resolved["resnet"] for r in resolved.values()), resolved
 
 
 # ------------------------------------------------------------------------------------ methods end to end
