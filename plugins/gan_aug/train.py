@@ -80,7 +80,7 @@ def train_gan(images: np.ndarray, labels: np.ndarray, num_classes: int, config, 
     opt_d = torch.optim.Adam(D.parameters(), lr=config.d_lr, betas=(config.beta1, config.beta2))
     device = ctx.device
 
-    def update(real: torch.Tensor, y: torch.Tensor, epoch_float: float) -> dict[str, float]:
+    def update(real: torch.Tensor, y: torch.Tensor, epoch_float: float) -> dict[str, torch.Tensor]:
         z = torch.randn(len(y), config.latent_dim, generator=gen).to(device)
         fake = G(z, y)
         d_real = D(diff_augment(real, ops, gen), y)
@@ -94,8 +94,8 @@ def train_gan(images: np.ndarray, labels: np.ndarray, num_classes: int, config, 
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
-        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_real": d_real.detach().mean().item(),
-                "d_fake": d_fake.detach().mean().item()}
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "d_real": d_real.detach().mean(),
+                "d_fake": d_fake.detach().mean()}
 
     train_only = SimpleNamespace(train=Split(images, np.asarray(labels, dtype=np.int64)))  # no val, no test
     # Real images in [-1, 1] like the generator's tanh output: (x / 255 - 0.5) / 0.5.
