@@ -275,7 +275,7 @@ def finish(data: DataSplits, warnings_: Iterable[str] = ()) -> DataSplits:
             ids = content_ids(digests[s], taken)
         else:
             ids = np.asarray([str(i) for i in split.ids], dtype=str)
-            for i in ids:
+            for i in ids.tolist():
                 if i in seen:
                     raise HarnessError(f"{where}: image id {i!r} is listed twice ({seen[i]} and {s}); ids must be "
                                        f"unique so that runs can be paired by image.")
