@@ -491,3 +491,26 @@ def test_real_ham10000_sample_grouped_split_never_shares_a_lesion():
         sides = [set(groups[p]) for p in parts]
         assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
         assert sum(len(p) for p in parts) == 70
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+def test_harness_run_on_an_aptos_tree_records_ids_and_fingerprint(tmp_path, cli, aptos_data_dir):
+    """The aptos_data_dir fixture (tests/datatrees.write_aptos) through `harness run`, as a method test uses it."""
+    import polars as pl
+
+    runs = tmp_path / "runs"
+    result = cli("run", "--methods", "constant", "--plugin", "tests.failing_plugin", "--datasets", "aptos",
+                 "--data-dir", str(aptos_data_dir), "--profile", "smoke", "--no-onnx", "--set", "aptos.size=16",
+                 "--runs-dir", str(runs))
+    assert result.exit_code == 0, result.output
+    (record_path,) = list((runs / "aptos").rglob("result.json"))
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "ok" and record["protocol"] == "iois" and record["n_test"] == 10
+    expected = aptos.load(request(aptos.AptosOptions, aptos_data_dir, tmp_path / "c", size=16, split_seed=None))
+    assert record["data_fingerprint"] == expected.fingerprint
+    preds = pl.read_parquet(record_path.parent / "predictions.parquet")
+    assert preds["image_id"].to_list() == list(expected.test.ids)
+    assert all(len(i) == 6 and i[1:5] in {"a000", "a001", "a002", "a003", "a004", "a005", "a006", "a007", "a008",
+                                          "a009"} for i in preds["image_id"].to_list())
