@@ -70,7 +70,7 @@ def test_per_class_draws_on_medmnist_and_synthetic(tmp_path):
     assert counts(gen.train, 7) == [2] * 7 and counts(gen.test, 7) == [1] * 7 and len(gen.val) == 14
 
 
-def test_per_class_options_are_checked_when_the_experiment_is_built(registry):
+def test_dataset_options_are_checked_when_the_experiment_is_built(registry):
     for dataset in ("synthetic", "retinamnist", "aptos", "bone-marrow"):
         options = resolve_dataset_options(registry, dataset, parse_overrides(["dataset.train_per_class=100",
                                                                               "dataset.test_per_class=50"]))
@@ -78,6 +78,15 @@ def test_per_class_options_are_checked_when_the_experiment_is_built(registry):
     with pytest.raises(HarnessError, match=r"dataset 'aptos': invalid config: train_per_class must be at least 1; "
                                            r"found 0"):
         resolve_dataset_options(registry, "aptos", parse_overrides(["aptos.train_per_class=0"]))
+    for dataset, override, message in (("aptos", "fit=zoom", "fit must be one of 'crop', 'stretch', 'pad'"),
+                                       ("ham10000", "size=4", "size must be at least 8 and at most 1024"),
+                                       ("chexpert", "views=side", "views must be one of 'frontal', 'lateral', 'all'"),
+                                       ("isic2018", "task=binary", "task must be one of 'all', 'melanoma'"),
+                                       ("imagefolder", "channels=4", "channels must be one of 1, 3"),
+                                       ("pneumoniamnist", "max_train=1", "max_train must be a whole number of at "
+                                                                         "least 2")):
+        with pytest.raises(HarnessError, match=rf"dataset '{dataset}': invalid config: {message}"):
+            resolve_dataset_options(registry, dataset, parse_overrides([f"{dataset}.{override}"]))
 
 
 # -------------------------------------------------------------------------------- bone marrow, IMPROVE
@@ -168,5 +177,5 @@ def test_isic2018_melanoma_vs_benign_balanced_as_favero(tmp_path):
     assert np.bincount(np.concatenate([iois.train.labels, iois.val.labels, iois.test.labels])).tolist() == [20, 10]
     with pytest.raises(HarnessError, match="negatives must be ISIC classes other than MEL"):
         isic2018.load(request(isic2018.ISIC2018Options, tmp_path, tmp_path / "c", task="melanoma", negatives="MEL"))
-    with pytest.raises(HarnessError, match="task must be one of all, melanoma"):
+    with pytest.raises(HarnessError, match="invalid config: task must be one of 'all', 'melanoma'; found 'binary'"):
         isic2018.load(request(isic2018.ISIC2018Options, tmp_path, tmp_path / "c", task="binary"))

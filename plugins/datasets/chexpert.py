@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import DatasetSpec, HarnessError, hookimpl
+from harness.contract.specs import check_range
 from plugins.datasets.reader import PROFILES, ImageDatasetOptions, Table, locate_root, prepare, read_csv, safe_join
 
 NAME = "chexpert"
@@ -62,6 +63,11 @@ class CheXpertOptions(ImageDatasetOptions):
     views: str = "frontal"  # frontal | lateral | all
     first_study_only: bool = True  # only each patient's study1 (Favero et al.)
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_range("uncertain", self.uncertain, choices=UNCERTAIN)
+        check_range("views", self.views, choices=VIEWS)
+
 
 def _value(value: str, csv_path: Path, row: int, column: str) -> int:
     """1, 0, -1 (uncertain); blank (not mentioned) counts as 0."""
@@ -84,11 +90,6 @@ def _check(opt) -> None:
     if not opt.positive or opt.positive == opt.negative:
         raise HarnessError(f"dataset 'chexpert': positive must be a finding different from negative; found "
                            f"positive={opt.positive!r}, negative={opt.negative!r}.")
-    if opt.uncertain not in UNCERTAIN:
-        raise HarnessError(f"dataset 'chexpert': uncertain must be one of {', '.join(UNCERTAIN)}; "
-                           f"found {opt.uncertain!r}")
-    if opt.views not in VIEWS:
-        raise HarnessError(f"dataset 'chexpert': views must be one of {', '.join(VIEWS)}; found {opt.views!r}")
 
 
 def read_table(request) -> Table:

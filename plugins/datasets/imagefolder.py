@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import DatasetSpec, HarnessError, hookimpl
+from harness.contract.specs import check_range
 from harness.toolkit.data import require_data_dir
 from plugins.datasets.reader import PROFILES, FolderOptions, class_subset, folder_table, prepare
 
@@ -30,6 +31,10 @@ OBTAIN = ("Point option root (--set imagefolder.root=PATH) or DATA_DIR/imagefold
 class ImageFolderOptions(FolderOptions):
     root: str = ""  # the root/<class>/<image> folder (absolute, or relative to DATA_DIR); "" = DATA_DIR/imagefolder
     channels: int = 3
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_range("channels", self.channels, choices=(1, 3))
 
 
 def _root(request) -> Path:
@@ -48,8 +53,6 @@ def _root(request) -> Path:
 
 def load(request):
     opt = request.options
-    if opt.channels not in (1, 3):
-        raise HarnessError(f"dataset 'imagefolder': channels must be 1 or 3; found {opt.channels}")
     root = _root(request)
     split_dirs = {"train": root / "train", "val": root / "val", "test": root / "test"}
     has_official = split_dirs["train"].is_dir() and split_dirs["test"].is_dir()

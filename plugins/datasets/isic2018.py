@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness import DatasetSpec, HarnessError, hookimpl
+from harness.contract.specs import check_range
 from plugins.datasets.reader import (
     PROFILES,
     ImageDatasetOptions,
@@ -67,6 +68,10 @@ class ISIC2018Options(ImageDatasetOptions):
     task: str = "all"  # all: the 7 classes | melanoma: melanoma (1) vs the classes of `negatives` (0)
     negatives: tuple[str, ...] | str = BENIGN  # task=melanoma: the ISIC classes that make class 0
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_range("task", self.task, choices=TASKS)
+
 
 def _find_csv(root, filename: str):
     return first_existing(root, (filename, f"{filename[:-4]}/{filename}"))
@@ -74,8 +79,6 @@ def _find_csv(root, filename: str):
 
 def task_classes(options) -> tuple[tuple[str, ...], dict[int, int]]:
     """The task's class names and the map from ISIC class index to task label (absent: row not used)."""
-    if options.task not in TASKS:
-        raise HarnessError(f"dataset 'isic2018': task must be one of {', '.join(TASKS)}; found {options.task!r}")
     if options.task == "all":
         return CLASSES, {i: i for i in range(len(CLASSES))}
     negatives = options.negatives

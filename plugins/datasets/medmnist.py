@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 
 from harness import DatasetSpec, hookimpl
+from harness.contract.specs import check_range
 from harness.toolkit.data import SPLITS, PerClassOptions
 
 CITATION = "Yang et al., MedMNIST v2, Scientific Data 10, 41 (2023)"
@@ -75,6 +76,14 @@ CACHE_VERSION = 2
 class MedMNISTOptions(PerClassOptions):
     size: int = 28
     max_train: int | None = None  # None: the whole official training split
+
+    def __post_init__(self):  # checked when the experiment is built, before any trial starts
+        super().__post_init__()
+        check_range("size", self.size, low=8)
+        if self.max_train is not None and (isinstance(self.max_train, bool) or not isinstance(self.max_train, int)
+                                           or self.max_train < 2):
+            raise ValueError(f"max_train must be a whole number of at least 2 (or unset for the whole training "
+                             f"split); found {self.max_train!r}")
 
 
 def subsample_train(labels: np.ndarray, max_train: int) -> np.ndarray:
@@ -130,7 +139,7 @@ def read_npz(path, name: str, obtain: str) -> dict[str, tuple[np.ndarray, np.nda
 
 
 def load(request, name: str):
-    from harness import DataSplits, HarnessError, Split
+    from harness import DataSplits, Split
     from harness.toolkit.data import (
         cache_key,
         cached_splits,
@@ -143,12 +152,7 @@ def load(request, name: str):
     )
 
     size = int(request.options.size)
-    if size < 8:
-        raise HarnessError(f"{name}: size must be at least 8 px; found {size}")
     max_train = request.options.max_train
-    if max_train is not None and (not isinstance(max_train, int) or max_train < 2):
-        raise HarnessError(f"{name}: max_train must be a whole number of at least 2 (or unset for the whole "
-                           f"training split); found {max_train!r}")
     obtain = OBTAIN.format(name=name)
     candidates = ([f"{name}_{size}.npz"] if size in NATIVE_SIZES and size != 28 else []) + [f"{name}.npz"]
     path = find_file(request.data_dir, name, candidates, obtain)

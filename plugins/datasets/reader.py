@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import DataSplits, HarnessError, Split
+from harness.contract.specs import check_range
 from harness.toolkit.data import (
     PerClassOptions,
     cache_key,
@@ -65,6 +66,13 @@ class ImageDatasetOptions(PerClassOptions):
     skip_missing: bool = False  # drop rows whose image file is absent (else an error naming it)
     fit: str = "crop"  # crop | stretch | pad
 
+    def __post_init__(self):  # checked when the experiment is built, before any trial starts
+        super().__post_init__()
+        check_range("size", self.size, low=8, high=1024)
+        check_range("fit", self.fit, choices=FITS)
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be between 0 and 1 (exclusive); found {self.val_fraction!r}")
+
 
 @dataclass(frozen=True)
 class FolderOptions(ImageDatasetOptions):
@@ -72,6 +80,10 @@ class FolderOptions(ImageDatasetOptions):
 
     classes: tuple[str, ...] | str = "all"  # "all", a named subset, or classes ("A,B" or ["A", "B"])
     max_per_class: int = 0  # keep at most this many images per class (a fixed random choice); 0 = all
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_range("max_per_class", self.max_per_class, low=0)
 
 
 @dataclass
@@ -343,15 +355,10 @@ def decoded_pool(cache_dir: Path, name: str, key: str, paths: list[Path], shape:
 
 
 def check_options(name: str, options, protocols: tuple[str, ...]) -> None:
+    """What the options dataclass cannot check alone: the split protocol (imagefolder's depend on the tree)."""
     if options.split not in protocols:
         raise HarnessError(f"dataset {name!r} has no split protocol {options.split!r}; expected one of "
                            f"{', '.join(protocols)}.")
-    if options.fit not in FITS:
-        raise HarnessError(f"dataset {name!r}: fit must be one of {', '.join(FITS)}; found {options.fit!r}")
-    if not 8 <= int(options.size) <= 1024:
-        raise HarnessError(f"dataset {name!r}: size must be between 8 and 1024 px; found {options.size}")
-    if not 0 < options.val_fraction < 1:
-        raise HarnessError(f"dataset {name!r}: val_fraction must be in (0, 1); found {options.val_fraction}")
 
 
 def drop_repeats(table: Table) -> tuple[Table, list[str]]:
