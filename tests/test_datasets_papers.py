@@ -1,6 +1,6 @@
-"""The papers' dataset plugins (plugins/datasets/papers.py, plugins/datasets/reader.py): fixture trees in each
-publisher's layout written here with small generated images, the real HAM10000 sample, split protocols,
-the on-disk cache, and every kind of bad input."""
+"""The papers' dataset plugins (plugins/datasets/<publisher>.py over plugins/datasets/reader.py): trees in each
+publisher's layout (tests/datatrees.py) with small generated images, the real HAM10000 sample, split protocols,
+the on-disk cache, and bad input (more of it in test_datasets_safety.py)."""
 
 from __future__ import annotations
 
