@@ -92,9 +92,12 @@ def trial_finished(trial, result):
     """Observe a finished trial (an ``ok`` or a ``failed`` one).
 
     Called by the runner in the process that ran the trial, right after ``result.json`` has been
-    written. Exceptions raised here are logged and do not change the trial's status.
+    written. Exceptions raised here are printed and recorded in the result's ``observer_errors``
+    (``result.json`` is written again with them); they do not change the trial's status.
 
     :param trial: the :class:`harness.run.trial.Trial` that ran.
-    :param result: the result record (a dict, as written to ``result.json``).
+    :param result: the :class:`harness.contract.result.TrialResult` written to ``result.json``
+        (``result.status``, ``result.metrics``, ...; item access ``result["metrics"]`` also works, for
+        observers written when the record was a dict). Read it; do not change it.
     :return: nothing.
     """

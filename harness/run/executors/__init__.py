@@ -1,11 +1,21 @@
 """Executors: how the trials of an experiment are run. Each calls ``harness.run.runner.run_trial``.
 
 - ``local``: in-process, one trial after another (:mod:`harness.run.executors.local`).
+- ``ray``: one Ray Tune trial per trial, in parallel (:mod:`harness.run.executors.ray`; Ray is imported only
+  when something is submitted).
+
+:data:`EXECUTORS` is the table ``harness run --executor NAME`` looks names up in: each entry is a function
+``(trials, settings, options, out) -> RunSummary``, where ``options`` are the executor's own options
+(:class:`harness.run.executors.ray.RayOptions` for Ray; ignored by ``local``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from harness.errors import HarnessError
 
 
 @dataclass
@@ -20,3 +30,30 @@ class RunSummary:
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
+
+
+def progress_metrics(result, settings) -> str:
+    """``macro_f1 0.412  balanced_accuracy 0.398 ...``: the settings' shown metrics of a finished trial."""
+    return "  ".join(f"{k} {result.metrics[k]:.3f}" for k in settings.shown_metrics
+                     if result.metrics.get(k) is not None)
+
+
+def _local(trials, settings, options, out) -> RunSummary:
+    from harness.run.executors.local import run_local
+
+    return run_local(trials, settings, out=out)
+
+
+def _ray(trials, settings, options, out) -> RunSummary:
+    from harness.run.executors.ray import run_ray
+
+    return run_ray(trials, settings, options, out=out)
+
+
+EXECUTORS: dict[str, Callable[[list, Any, Any, Any], RunSummary]] = {"local": _local, "ray": _ray}
+
+
+def get_executor(name: str) -> Callable[[list, Any, Any, Any], RunSummary]:
+    if name not in EXECUTORS:
+        raise HarnessError(f"unknown executor {name!r}; expected one of {', '.join(sorted(EXECUTORS))}")
+    return EXECUTORS[name]
