@@ -18,6 +18,7 @@ from harness.errors import HarnessError
 
 RESULT_FILE = "result.json"
 TRIAL_FILE = "trial.json"
+EXPERIMENT_FILE = "experiment.json"  # RUNS_DIR/EXPERIMENT/experiment.json: the commands that produced it
 
 __all__ = ["RESULT_SCHEMA", "ResultStore", "TrialResult", "atomic_write_json", "iter_results", "write_result"]
 
@@ -82,6 +83,22 @@ class ResultStore:
     def is_done(self, key: str) -> bool:
         result = self.load_result(key)
         return result is not None and result.ok
+
+
+def read_experiment_record(root: Path) -> dict:
+    """``root/experiment.json`` (empty when there is none or it cannot be read: it is rewritten)."""
+    path = Path(root) / EXPERIMENT_FILE
+    try:
+        data = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_experiment_record(root: Path, record: Mapping[str, Any]) -> Path:
+    path = Path(root) / EXPERIMENT_FILE
+    atomic_write_json(path, dict(record))
+    return path
 
 
 def write_result(trial_dir: Path, result: TrialResult) -> Path:
