@@ -48,12 +48,11 @@ def check_range(name: str, value: Any, *, low: float | None = None, high: float 
         if value not in choices:
             raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; found {value!r}")
         return
-    if low is not None and (value < low or (low_open and value == low)):
-        bound = f"greater than {low}" if low_open else f"at least {low}"
-        raise ValueError(f"{name} must be {bound}" + (f" and at most {high}" if high is not None else "")
-                         + f"; found {value!r}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be at most {high}; found {value!r}")
+    below = low is not None and (value < low or (low_open and value == low))
+    if below or (high is not None and value > high):  # the message states the whole allowed range
+        bounds = [f"greater than {low}" if low_open else f"at least {low}"] if low is not None else []
+        bounds += [f"at most {high}"] if high is not None else []
+        raise ValueError(f"{name} must be {' and '.join(bounds)}; found {value!r}")
 
 
 # ---------------------------------------------------------------------------------------------- data
