@@ -324,3 +324,24 @@ def test_no_save_model_keeps_nothing(tmp_path, cli):
         from harness.run.runner import load_predictor
 
         load_predictor(tmp_path / "synthetic" / record["key"])
+
+
+def test_a_runs_folder_written_before_schema_2_resumes_and_reports(tmp_path, cli):
+    """tests/data/runs-schema1: a real runs folder written by the schema-1 runner (2 ok, 2 failed trials)."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(Path(__file__).parent / "data" / "runs-schema1", runs)
+    before = {p: p.read_bytes() for p in runs.rglob("result.json") if "constant" in p.parent.name}
+    result = cli("--plugin", "tests.failing_plugin", "run", "--methods", "constant,always-fails", "--seeds", "0,1",
+                 "--runs-dir", str(runs), "--threads", "1", *SMOKE)
+    assert result.exit_code == 1  # always-fails fails again
+    assert result.output.count("done already, skipped") == 2  # the old ok trials are done: same keys
+    assert {p: p.read_bytes() for p in before} == before  # and untouched
+    records = {r["key"]: r for r in _results(runs)}
+    assert sorted(r["schema"] for r in records.values()) == [1, 1, 2, 2]  # the re-run failures: schema 2
+    board = (runs / "synthetic" / "leaderboard.md").read_text()
+    assert "| constant |" in board
+    assert (runs / "synthetic" / "report" / "index.html").exists()
+    report = cli("report", str(runs / "synthetic"), "--out", str(tmp_path / "site"))
+    assert report.exit_code == 0, report.output
