@@ -327,6 +327,25 @@ def plugins(ctx, as_json):
         click.echo(f"{failure['name']:<16} FAILED: {failure['error']}")
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--only", metavar="NAMES", help="Test only what these plugins register (comma-separated names; "
+                                               "default: the --plugin modules, or every plugin).")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help="Also load (and test) this plugin module.")
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def conformance(ctx, only, plugins, pytest_args):
+    """Run the conformance suite on registered plugins: every dataset, method, sampler and metric through its
+    contract at the smallest size (extra arguments go to pytest, e.g. -x -k resnet).
+
+    \b
+    harness --plugin my_plugin conformance        a plugin module under development
+    harness conformance --only example            an installed plugin, by its entry-point name
+    """
+    from harness.conformance import run as run_suite
+
+    sys.exit(run_suite(plugins=(*ctx.obj["plugins"], *plugins), only=_csv(only), pytest_args=tuple(pytest_args)))
+
+
 @main.command("leaderboard")
 @click.argument("runs_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 def leaderboard_cmd(runs_dir):
