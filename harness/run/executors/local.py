@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.run.executors import RunSummary, progress_metrics
+from harness.run.executors.base import RunSummary, progress_metrics
 from harness.run.runner import RunSettings, cached_plugins, run_trial
 from harness.run.trial import Trial
 from harness.store import ResultStore

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.run.executors import RunSummary, progress_metrics
+from harness.run.executors.base import RunSummary, progress_metrics
 from harness.run.settings import ENV_CACHE_DIR, RunSettings
 from harness.run.trial import Trial
 from harness.store import ResultStore
