@@ -4,6 +4,7 @@ The public surface for plugin authors is re-exported here; importing it does not
 """
 
 from harness.contract.hookspecs import hookimpl
+from harness.contract.result import TrialResult
 from harness.contract.specs import (
     DatasetOptions,
     DatasetRequest,
@@ -32,6 +33,7 @@ __all__ = [
     "SamplerSpec",
     "Split",
     "TrialContext",
+    "TrialResult",
     "__version__",
     "hookimpl",
 ]
