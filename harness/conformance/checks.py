@@ -28,6 +28,7 @@ from harness.contract.specs import (
     DataSplits,
     MethodSpec,
     MetricSpec,
+    Sampler,
     SamplerSpec,
     Split,
     check_probabilities,
@@ -306,8 +307,8 @@ def check_sampler(spec: SamplerSpec) -> None:
     at the first, a middle and the last epoch."""
     for labels in (np.repeat(np.arange(4), [50, 20, 5, 1]), np.array([0, 1]), np.zeros(7, np.int64)):
         sampler = spec.build_fn()(labels)
-        assert hasattr(sampler, "indices"), f"sampler {spec.name!r}: build returned {type(sampler).__name__} " \
-                                            f"without .indices(epoch, num_epochs, rng)"
+        assert isinstance(sampler, Sampler), f"sampler {spec.name!r}: build returned {type(sampler).__name__}, " \
+                                             f"not a harness Sampler (.indices(epoch, num_epochs, rng))"
         for epoch in (0, 5, 9):
             a = np.asarray(sampler.indices(epoch, 10, np.random.default_rng(1)))
             b = np.asarray(sampler.indices(epoch, 10, np.random.default_rng(1)))

@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -331,7 +331,7 @@ class TrialContext:
     threads: int
     trial_dir: Path  # checkpoints and artefacts go here (``trial_dir / "artefacts"`` is shown in reports)
     reporter: Callable[..., None]  # report(epoch=..., **metrics): console or Ray Tune
-    sampler_factory: Callable[[np.ndarray], Any]  # labels -> Sampler (see SamplerSpec)
+    sampler_factory: Callable[[np.ndarray], Sampler]  # labels -> Sampler (see Sampler, SamplerSpec)
     profile: str = "cpu"
     time_budget_s: float | None = None
     scorer: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None  # the registered metrics
@@ -357,7 +357,7 @@ class TrialContext:
         """Report per-epoch numbers, e.g. ``ctx.report(epoch=3, val_macro_f1=0.41, loss=1.2)``."""
         self.reporter(**metrics)
 
-    def make_sampler(self, labels: np.ndarray):
+    def make_sampler(self, labels: np.ndarray) -> Sampler:
         """The experiment's sampler for these training labels (``.indices(epoch, num_epochs, rng)``)."""
         return self.sampler_factory(np.asarray(labels))
 
@@ -404,20 +404,30 @@ class MethodSpec:
 # ------------------------------------------------------------------------------- samplers, metrics
 
 
+@runtime_checkable
+class Sampler(Protocol):
+    """The sampler protocol: what ``SamplerSpec.build(labels)`` returns and ``ctx.make_sampler(labels)`` gives a
+    method. ``indices`` returns the training indices of epoch ``epoch`` (0-based) of ``num_epochs``: a 1-d
+    integer array in ``0 .. len(labels) - 1`` (repeats allowed; its length is the epoch's number of draws),
+    drawn only from ``rng`` so that the same generator state gives the same order."""
+
+    def indices(self, epoch: int, num_epochs: int, rng: np.random.Generator) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class SamplerSpec:
     """A training-batch sampler.
 
-    ``build(labels) -> sampler`` where ``sampler.indices(epoch, num_epochs, rng)`` returns the
+    ``build(labels) -> Sampler`` (see :class:`Sampler`): ``sampler.indices(epoch, num_epochs, rng)`` returns the
     training indices of one epoch (an int array; its length is the epoch's number of samples).
     """
 
     name: str
     description: str
-    build: Callable[[np.ndarray], Any] | str
+    build: Callable[[np.ndarray], Sampler] | str
     source: str = ""
 
-    def build_fn(self) -> Callable[[np.ndarray], Any]:
+    def build_fn(self) -> Callable[[np.ndarray], Sampler]:
         return resolve_callable(self.build, f"sampler {self.name!r} build")
 
 
