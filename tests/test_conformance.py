@@ -49,8 +49,13 @@ def test_method_check_fails_a_method_that_breaks_the_contract(method, message, t
 
     with pytest.raises(AssertionError, match=re.escape(message)):
         checks.check_method_trial(method, tmp_path, objects=[("contract", contract_plugin)])
-    result = checks.check_method_trial("honest", tmp_path / "ok", objects=[("contract", contract_plugin)])
-    assert result.ok and result.model["pickler"] == "cloudpickle"
+
+
+def test_method_check_passes_a_method_that_keeps_the_contract(tmp_path):
+    from tests import contract_plugin
+
+    result = checks.check_method_trial("honest", tmp_path, objects=[("contract", contract_plugin)])
+    assert result.ok and result.model["pickler"] == "cloudpickle" and result.n_test == 36
 
 
 def test_method_spec_check(registry):
