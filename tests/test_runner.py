@@ -277,8 +277,8 @@ def test_headline_metric_and_default_sampler_are_settings(tmp_path, registry):
 
 
 def test_a_kept_model_reproduces_its_stored_predictions_exactly(tmp_path, registry):
+    from harness.run.models import stored_trial
     from harness.run.runner import load_data, load_predictor
-    from harness.run.trial import Trial
 
     exp = Experiment(methods=("resnet",), datasets=("synthetic",), profile="smoke",
                      overrides={"synthetic": {"size": 16, "n_train": 70, "n_val": 35, "n_test": 35}})
@@ -291,9 +291,11 @@ def test_a_kept_model_reproduces_its_stored_predictions_exactly(tmp_path, regist
     assert result.model["bytes"] == sum(p.stat().st_size for p in (folder / "model").iterdir())
     assert result.model["pickler"] == "pickle" and not result.model["onnx"]  # --no-onnx: no graph exported
 
-    stored = Trial.from_dict(json.loads((folder / "trial.json").read_text()))
-    data = load_data(stored, registry, settings)
-    predictor = load_predictor(folder)
+    stored = stored_trial(folder)
+    assert stored.trial == trial and stored.result == ResultStore(tmp_path / trial.experiment).load_result(trial.key)
+    data = load_data(stored.trial, registry, settings)
+    predictor = stored.predictor()
+    assert predictor.batch_size == load_predictor(folder).batch_size
     probs = predictor.predict(data.test.images)["probs"].astype(np.float64)
     frame = pl.read_parquet(folder / "predictions.parquet")
     expected = frame.select([f"prob_{k}" for k in range(data.num_classes)]).to_numpy()
