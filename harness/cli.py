@@ -54,6 +54,7 @@ def main(ctx: click.Context, plugins: tuple[str, ...], blocked: tuple[str, ...])
     harness plugins                               installed plugins, versions and hooks
     harness leaderboard runs/synthetic            rank the results of a run
     harness report runs/synthetic --out site      publish it: Markdown, HTML and Parquet
+    harness --plugin my_plugin conformance        check a plugin against the contract
     """
     ctx.ensure_object(dict)
     ctx.obj["plugins"] = tuple(plugins)
