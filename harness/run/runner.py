@@ -241,6 +241,7 @@ def fit_trial(trial: Trial, settings: RunSettings, *, registry: Registry, trial_
 
     method = registry.get("methods", trial.method)
     config = config_from_dict(method.config, trial.config)
+    result.warnings.extend(data.warnings)  # what the dataset says about this load (absent classes, dropped rows)
     result.warnings.extend(data_protocol_warnings(method, trial.profile, trial.dataset, trial.options))
     curve: list[dict[str, Any]] = []  # the learning curve: every ctx.report of the trial
 
