@@ -171,6 +171,14 @@ def _apply_config_file(ctx: click.Context, config_file: Path) -> tuple[dict, dic
     return values, parsed.overrides
 
 
+def _record_experiment(root: Path, exp, command: str) -> None:
+    """``RUNS_DIR/EXPERIMENT/experiment.json`` (see :func:`harness.run.request.record_experiment`; this name is
+    kept for code that recorded experiments through the CLI module)."""
+    from harness.run.request import record_experiment
+
+    record_experiment(root, exp, command)
+
+
 def _print_trials(trials, runs_dir: Path) -> None:
     from harness.store import ResultStore
 
