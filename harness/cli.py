@@ -352,7 +352,8 @@ def conformance(ctx, only, plugins, pytest_args):
     """
     from harness.conformance import run as run_suite
 
-    sys.exit(run_suite(plugins=(*ctx.obj["plugins"], *plugins), only=_csv(only), pytest_args=tuple(pytest_args)))
+    sys.exit(run_suite(plugins=(*ctx.obj["plugins"], *plugins), only=_csv(only), pytest_args=tuple(pytest_args),
+                       blocked=ctx.obj["blocked"]))
 
 
 @main.command("leaderboard")
