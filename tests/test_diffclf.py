@@ -121,7 +121,7 @@ def one_thread():
 def test_training_loss_falls_on_synthetic_smoke_and_predictor_contract(tmp_path, one_thread):
     from harness.contract.specs import DatasetRequest, TrialContext
     from harness.run.runner import cached_plugins, scorer
-    from plugins.diffclf.model import fit
+    from plugins.diffclf.train import fit
 
     _, registry = cached_plugins((), ())
     spec = registry.get("datasets", "synthetic")
