@@ -15,6 +15,7 @@ are within that tolerance (``tests/test_diffclf.py`` checks labels and probabili
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,8 @@ def export_unet(net: nn.Module, path: Path | str, example_rows: torch.Tensor) ->
         z = torch.cat([z, z])
     logsnr = torch.linspace(-2.0, 2.0, len(z))
     y = torch.zeros(len(z), dtype=torch.int64)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on shape checks: the spatial size is fixed by design
         torch.onnx.export(_Rows(net).cpu(), (z, logsnr, y), str(path), input_names=["z", "logsnr", "y"],
                           output_names=["prediction"], opset_version=OPSET, dynamo=False,
                           dynamic_axes={"z": {0: "rows"}, "logsnr": {0: "rows"}, "y": {0: "rows"},
