@@ -402,3 +402,13 @@ def test_still_improving_fires_on_a_rising_curve_and_not_on_a_flat_one():
     assert still_improving(flat, "val_macro_f1") is False
     assert still_improving(late_peak, "val_macro_f1") is False
     assert still_improving([{"epoch": 1, "val_macro_f1": 0.3}], "val_macro_f1") is None
+
+
+def test_the_paper_profile_states_favero_s_image_size():
+    from harness.run.config import data_protocol_warnings
+    from harness.run.runner import cached_plugins
+
+    spec = cached_plugins((), ())[1].get("methods", "diffclf")
+    assert data_protocol_warnings(spec, "paper", "isic2018", {"size": 256}) == []
+    (warning,) = data_protocol_warnings(spec, "paper", "chexpert", {"size": 224})
+    assert "size=256" in warning and "size=224" in warning
