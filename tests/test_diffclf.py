@@ -382,8 +382,9 @@ def test_onnx_runtime_unet_gives_the_torch_predictions_with_the_same_noise(tmp_p
         e_onnx, _ = onnx_clf.errors(x)
         p_torch, p_onnx = clf(x)["probs"], onnx_clf(x)["probs"]
     assert torch.allclose(e_onnx, e_torch, rtol=1e-4, atol=1e-6)
-    assert torch.equal(p_onnx.argmax(1), p_torch.argmax(1))  # identical labels
-    assert torch.allclose(p_onnx, p_torch, atol=1e-4)  # and, here, identical vote shares
+    assert torch.equal(p_onnx.argmax(1), p_torch.argmax(1))  # identical labels: the stated guarantee
+    # vote shares: equal, except that a trial whose two best classes tie within float error may flip one vote
+    assert (p_onnx - p_torch).abs().max() <= 1 / 6 + 1e-4
     # the counterfactual sampler over the session: the same images from the same noise
     target = torch.tensor([1, 2, 0, 1, 2])
     cf_torch = guided_reconstruction(clf, x, target, 0.5, 3, 4.5, torch.Generator().manual_seed(2))
