@@ -9,7 +9,7 @@ validation Macro-F1 still rose over the last fifth of their budget). Finished tr
 command resumes; ``--table-only`` prints the table from what is stored. The plateau is the smallest budget
 whose mean is within ``--tolerance`` of the best mean (on validation and on test).
 
-    python benchmarks/diffclf_budget.py --data-dir ../shared/data                          # the study (lead)
+    python benchmarks/diffclf_budget.py --data-dir ../shared/data --executor ray           # the study (lead)
     python benchmarks/diffclf_budget.py --data-dir ../shared/data --budgets 40,80 --seeds 0 --runs-dir /tmp/b
     python benchmarks/diffclf_budget.py --runs-dir runs --table-only
 
@@ -22,7 +22,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-DEFAULT_BUDGETS = "500,1000,2000,4000,8000,16000"
+DEFAULT_BUDGETS = "250,500,1000,2000,4000,8000"
 
 
 def _mean_sd(values: list[float]) -> str:

@@ -6,7 +6,8 @@
   receives lambda as its time input.
 - Sec. 3.4, training objective: ``diffusion_loss`` (v-prediction, eps-space error, min-SNR weight).
 - Sec. 3.5, conditioning: ``build_unet`` (one class token through cross-attention, or an additive embedding;
-  index C is the null class of label dropout).
+  index C is the null class of label dropout). The diffusers model's ``text_proj`` (a Linear on the token) is
+  left out: a linear map of a learned embedding table is just another learned table.
 - Sec. 3.6, classification: ``DiffusionClassifier``: for a batch of B images it draws N trials of
   (t_j ~ U(0, 1), eps_j) per image, noises z_j = alpha x + sigma eps_j, and evaluates the denoiser for all K
   classes of all trials in a few batched network calls (rows = B x trials x classes), giving the error matrix
