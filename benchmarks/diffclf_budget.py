@@ -10,7 +10,8 @@ command resumes; ``--table-only`` prints the table from what is stored. The plat
 whose mean is within ``--tolerance`` of the best mean (on validation and on test).
 
     python benchmarks/diffclf_budget.py --data-dir ../shared/data --executor ray           # the study (lead)
-    python benchmarks/diffclf_budget.py --data-dir ../shared/data --budgets 40,80 --seeds 0 --runs-dir /tmp/b
+    python benchmarks/diffclf_budget.py --data-dir ../shared/data --budgets 20,40 --seeds 0 --runs-dir /tmp/b \
+        --set min_epochs=1 --set votes=5                                                 # a quick check
     python benchmarks/diffclf_budget.py --runs-dir runs --table-only
 
 Two trials at a time on two cores: ``--executor ray --max-concurrent 2`` (one torch thread each).
