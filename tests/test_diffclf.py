@@ -405,11 +405,17 @@ def test_still_improving_fires_on_a_rising_curve_and_not_on_a_flat_one():
     assert still_improving([{"epoch": 1, "val_macro_f1": 0.3}], "val_macro_f1") is None
 
 
-def test_the_paper_profile_states_favero_s_image_size():
+def test_the_paper_profile_states_favero_s_data_protocol():
     from harness.run.config import data_protocol_warnings
     from harness.run.runner import cached_plugins
 
-    spec = cached_plugins((), ())[1].get("methods", "diffclf")
-    assert data_protocol_warnings(spec, "paper", "isic2018", {"size": 256}) == []
-    (warning,) = data_protocol_warnings(spec, "paper", "chexpert", {"size": 224})
+    registry = cached_plugins((), ())[1]
+    spec = registry.get("methods", "diffclf")
+    isic = {"size": 256, "split": "favero", "task": "melanoma"}
+    assert data_protocol_warnings(spec, "paper", "isic2018", isic) == []
+    (warning,) = data_protocol_warnings(spec, "paper", "isic2018", {**isic, "size": 224})
     assert "size=256" in warning and "size=224" in warning
+    # every stated option is a real option of the dataset, with a valid value
+    for dataset, stated in spec.dataset_profiles["paper"].items():
+        options = registry.get("datasets", dataset).options(**{k.split(".", 1)[1]: v for k, v in stated.items()})
+        assert all(getattr(options, k.split(".", 1)[1]) == v for k, v in stated.items())

@@ -34,7 +34,8 @@ Profiles:
 - ``paper``: the UNet of Favero et al. (levels 128-128-256-512-1024, two ResBlocks per level, cross-attention
   at the fourth level and in the middle, context 512), Haar input, N = 501, Adam 1e-4 with 100 warm-up steps
   and cosine decay, batch 128, 700 epochs, EMA 0.999 every 5 steps after 50. Their images are 256 px (12 x 128
-  x 128 after the Haar transform); ``dataset.size=256`` is stated for ISIC and CheXpert.
+  x 128 after the Haar transform); that size and their tasks and splits (``split=favero``, ISIC
+  ``task=melanoma``, CheXpert pleural effusion vs no finding) are stated for ``isic2018`` and ``chexpert``.
 
 Implementation: ``model.py`` (the classifier, the loss; read it next to the paper), ``train.py`` (``fit`` on
 the shared loop), ``explain.py`` (referral curve, counterfactuals), ``export.py`` (the UNet in ONNX Runtime).
@@ -161,9 +162,14 @@ PROFILES = {
               "cf_steps": 50, "explain_per_class": 4},
 }
 
-# Favero et al. ran at 256 px (12 x 128 x 128 after the Haar transform): a paper-profile trial at another size
-# says so in its result's warnings.
-DATASET_PROFILES = {"paper": {"isic2018": {"dataset.size": 256}, "chexpert": {"dataset.size": 256}}}
+# Favero et al.'s data protocol (brief Sec. 3.1-3.2): 256 px images (12 x 128 x 128 after the Haar transform),
+# CheXpert pleural effusion vs no finding on first frontal studies and ISIC melanoma vs benign, balanced, with
+# their split rules. A paper-profile trial whose dataset options differ says so in its result's warnings.
+DATASET_PROFILES = {"paper": {
+    "isic2018": {"dataset.size": 256, "dataset.split": "favero", "dataset.task": "melanoma"},
+    "chexpert": {"dataset.size": 256, "dataset.split": "favero", "dataset.positive": "Pleural Effusion",
+                 "dataset.negative": "No Finding", "dataset.views": "frontal", "dataset.first_study_only": True},
+}}
 
 SEARCH_SPACE = {
     "lr": ("loguniform", 1e-4, 3e-3),
