@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RESULT_SCHEMA = 1
+from harness.contract.result import RESULT_SCHEMA, TrialResult
+from harness.errors import HarnessError
+
+RESULT_FILE = "result.json"
+TRIAL_FILE = "trial.json"
+EXPERIMENT_FILE = "experiment.json"  # RUNS_DIR/EXPERIMENT/experiment.json: the commands that produced it
+
+__all__ = ["RESULT_SCHEMA", "ResultStore", "TrialResult", "atomic_write_json", "iter_results", "write_result"]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -60,20 +67,50 @@ class ResultStore:
         return self.root / key
 
     def result_path(self, key: str) -> Path:
-        return self.trial_dir(key) / "result.json"
+        return self.trial_dir(key) / RESULT_FILE
 
-    def load_result(self, key: str) -> dict | None:
+    def load_result(self, key: str) -> TrialResult | None:
+        """The stored result of trial ``key`` (schema 1 or 2), or None when there is none or it cannot be read
+        (an unreadable result is not done: the trial runs again and overwrites it)."""
         path = self.result_path(key)
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            return TrialResult.read(path)
+        except HarnessError:
             return None
+
+    def write_result(self, result: TrialResult) -> Path:
+        return write_result(self.trial_dir(result.key), result)
 
     def is_done(self, key: str) -> bool:
         result = self.load_result(key)
-        return bool(result) and result.get("status") == "ok"
+        return result is not None and result.ok
+
+
+def read_experiment_record(root: Path) -> dict:
+    """``root/experiment.json`` (empty when there is none or it cannot be read: it is rewritten)."""
+    path = Path(root) / EXPERIMENT_FILE
+    try:
+        data = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_experiment_record(root: Path, record: Mapping[str, Any]) -> Path:
+    path = Path(root) / EXPERIMENT_FILE
+    atomic_write_json(path, dict(record))
+    return path
+
+
+def write_result(trial_dir: Path, result: TrialResult) -> Path:
+    """Write ``result`` to ``trial_dir/result.json`` atomically (schema 2); returns the path."""
+    if not isinstance(result, TrialResult):
+        raise HarnessError(f"write_result expects a TrialResult; found {type(result).__name__}")
+    path = Path(trial_dir) / RESULT_FILE
+    atomic_write_json(path, result.to_dict())
+    return path
 
 
 # --------------------------------------------------------------------------------------------------
