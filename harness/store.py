@@ -23,7 +23,8 @@ RESULT_FILE = "result.json"
 TRIAL_FILE = "trial.json"
 EXPERIMENT_FILE = "experiment.json"  # RUNS_DIR/EXPERIMENT/experiment.json: the commands that produced it
 
-__all__ = ["RESULT_SCHEMA", "ResultStore", "TrialResult", "atomic_write_json", "iter_results", "write_result"]
+__all__ = ["RESULT_SCHEMA", "ResultStore", "Runs", "TrialResult", "Unreadable", "atomic_write_json", "load_runs",
+           "write_result"]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -116,12 +117,8 @@ def write_result(trial_dir: Path, result: TrialResult) -> Path:
 # --------------------------------------------------------------------------------------------------
 # The read side: a runs folder, read once
 
-EXPERIMENT_FILE = "experiment.json"
 CURVE_FILE = "curve.json"
 PREDICTIONS_FILE = "predictions.parquet"
-_FIELDS = {"method": str, "dataset": str, "status": str}  # a result without these cannot be placed in a row
-_OPTIONAL = {"sampler": str, "seed": int, "metrics": dict, "latency": dict, "config": dict, "dataset_options": dict,
-             "notes": dict, "warnings": list, "classes": list, "num_classes": int}
 
 
 @dataclass(frozen=True)
@@ -144,38 +141,36 @@ class Unreadable:
 
 @dataclass
 class Runs:
-    """A runs folder read once: every result record (one row per trial in ``table``, a polars DataFrame whose
-    ``row`` column indexes ``records`` and ``folders``), the results that could not be read, and the
+    """A runs folder read once: every result record (typed, one row per trial in ``table``, a polars DataFrame
+    whose ``row`` column indexes ``records`` and ``folders``), the results that could not be read, and the
     ``experiment.json`` records (the commands that made the experiments)."""
 
     root: Path
-    records: list[dict]
+    records: list[TrialResult]
     folders: list[Path]
     unreadable: list[Unreadable]
     experiments: list[dict]
     table: Any
 
     def ok(self) -> list[int]:
-        return [i for i, r in enumerate(self.records) if r.get("status") == "ok"]
+        return [i for i, r in enumerate(self.records) if r.ok]
 
 
-def check_record(payload: Any) -> str | None:
-    """What is wrong with a parsed ``result.json`` (None when it can be used)."""
-    if not isinstance(payload, dict):
-        return f"expected a JSON object, found {type(payload).__name__}"
-    for name, kind in _FIELDS.items():
-        if name not in payload:
-            return f"field {name!r} is missing"
-        if not isinstance(payload[name], kind):
-            return f"field {name!r} is {type(payload[name]).__name__}; expected {kind.__name__}"
-    for name, kind in _OPTIONAL.items():
-        value = payload.get(name)
-        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
-            return f"field {name!r} is {type(value).__name__}; expected {kind.__name__}"
-    for key, value in (payload.get("metrics") or {}).items():
+def parse_record(payload: Any, path: Path) -> tuple[TrialResult | None, str | None]:
+    """A parsed ``result.json`` as a :class:`TrialResult`, or what is wrong with it."""
+    try:
+        record = TrialResult.from_dict(payload, where=str(path))
+    except HarnessError as exc:
+        return None, str(exc).removeprefix(f"{path}: ")
+    for name, kind in (("method", str), ("dataset", str), ("sampler", str)):
+        if not isinstance(getattr(record, name), kind):
+            return None, f"field {name!r} is {type(getattr(record, name)).__name__}; expected a string"
+    if record.seed is not None and (isinstance(record.seed, bool) or not isinstance(record.seed, int)):
+        return None, f"field 'seed' is {record.seed!r}; expected an integer"
+    for key, value in record.metrics.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            return f"metrics.{key} is {type(value).__name__}; expected a number"
-    return None
+            return None, f"metrics.{key} is {value!r}; expected a number"
+    return record, None
 
 
 def _read_json(path: Path) -> tuple[Any, str | None]:
@@ -202,17 +197,18 @@ def load_runs(root: Path | str, only: Mapping[str, Collection[str]] | None = Non
     records, folders, unreadable = [], [], []
     for path in sorted(root.rglob("result.json")):
         payload, problem = _read_json(path)
+        record = None
         if problem is None:
-            problem = check_record(payload)
+            record, problem = parse_record(payload, path)
         if problem is not None:
             trial, _ = _read_json(path.parent / "trial.json")
             trial = trial if isinstance(trial, dict) else {}
             if _selected(trial, only):
                 unreadable.append(Unreadable(path, problem, trial))
             continue
-        if not _selected(payload, only):
+        if not _selected(record, only):
             continue
-        records.append(payload)
+        records.append(record)
         folders.append(path.parent)
     experiments = []
     for path in sorted(root.rglob(EXPERIMENT_FILE)):
@@ -221,14 +217,14 @@ def load_runs(root: Path | str, only: Mapping[str, Collection[str]] | None = Non
             experiments.append(payload)
     rows = []
     for i, (record, folder) in enumerate(zip(records, folders)):
-        row = {"row": i, "key": str(record.get("key", folder.name)), "experiment": record.get("experiment", ""),
-               "dataset": record["dataset"], "method": record["method"], "sampler": record.get("sampler") or "-",
-               "seed": record.get("seed"), "profile": record.get("profile"), "status": record["status"],
-               "harness_version": record.get("harness_version"), "finished": record.get("finished"),
-               "params": record.get("params"), "fit_seconds": record.get("fit_seconds"), "path": str(folder)}
-        for name, value in (record.get("metrics") or {}).items():
+        row = {"row": i, "key": record.key, "experiment": record.experiment, "dataset": record.dataset,
+               "method": record.method, "sampler": record.sampler or "-", "seed": record.seed,
+               "profile": record.profile, "status": record.status, "harness_version": record.harness_version or None,
+               "finished": record.finished, "params": record.params, "fit_seconds": record.fit_seconds,
+               "path": str(folder)}
+        for name, value in record.metrics.items():
             row[f"metric.{name}"] = value
-        for name, value in (record.get("latency") or {}).items():
+        for name, value in record.latency.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 row[f"latency.{name}"] = value
         rows.append(row)
