@@ -15,7 +15,9 @@ from harness.results.summary import Summary
 
 PLACEHOLDERS = {"--data-dir": "$DATA_DIR", "--runs-dir": "$RUNS_DIR", "--out": "$OUT_DIR", "--config": "$CONFIG",
                 "--ray-storage": "$RAY_STORAGE"}
-_ABSOLUTE = re.compile(r"(?<![\w.$])(?:~|[A-Za-z]:\\|/)(?:[^\s'\",;:()\[\]]*[/\\])?([^\s'\",;:()\[\]/\\]+)")
+_SEGMENT = r"[^\s'\",;:()\[\]<>/\\]+"
+_ABSOLUTE = re.compile(  # /a/b..., ~/a..., C:\a...: at least two levels below / (so "</b>" or "1/2" are no paths)
+    rf"(?<![\w.$<])(?:/{_SEGMENT}(?:/{_SEGMENT})*/|~/(?:{_SEGMENT}/)*|[A-Za-z]:\\(?:{_SEGMENT}\\)*)({_SEGMENT})/?")
 
 
 def redact(text: str) -> str:

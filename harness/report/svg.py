@@ -219,7 +219,7 @@ def cd_svg(cross: dict[str, Any]) -> str:
         fig, ax = plt.subplots(figsize=(8, 0.6 + 0.22 * len(names)))
         try:
             sp.critical_difference_diagram(ranks, sig, ax=ax, cd=cross["critical_difference"])
-            ax.set_title(f"Mean rank of {short(cross['metric'])} over {cross['datasets']} datasets "
+            ax.set_title(f"Mean rank of {short(cross['metric'])} over {len(cross['datasets'])} datasets "
                          f"(1 = best); CD = {cross['critical_difference']:.2f}", fontsize=9)
             buffer = io.StringIO()
             fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")

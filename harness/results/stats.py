@@ -426,7 +426,7 @@ def friedman(scores: np.ndarray, names: Sequence[str], *, alpha: float = ALPHA) 
     test = stats.friedmanchisquare(*scores.T)
     nemenyi = sp.posthoc_nemenyi_friedman(pd.DataFrame(scores, columns=list(names)))
     q_alpha = stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
-    return {"names": list(names), "datasets": n, "mean_ranks": ranks.mean(axis=0).tolist(), "ranks": ranks.tolist(),
+    return {"names": list(names), "blocks": n, "mean_ranks": ranks.mean(axis=0).tolist(), "ranks": ranks.tolist(),
             "statistic": float(test.statistic), "p_value": float(test.pvalue),
             "nemenyi": nemenyi.loc[list(names), list(names)].to_numpy().tolist(),
             "critical_difference": float(q_alpha * math.sqrt(k * (k + 1) / (6.0 * n)))}
