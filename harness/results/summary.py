@@ -159,10 +159,11 @@ def _one_per_seed(trials: list[TrialData]) -> dict[int, TrialData]:
     return newest
 
 
-def compare(method: GroupDetail, reference: GroupDetail, settings: Settings) -> dict[str, Any]:
+def compare(method: GroupDetail, reference: GroupDetail, settings: Settings, full: bool = True) -> dict[str, Any]:
     """The paired tests of ``method`` against ``reference`` over their shared seeds (one trial per seed, the
     newest): the primary two-level bootstrap for the headline metric and the differences of Macro-F1, B-ACC
-    and MCC with their CIs, the t-test over seeds and McNemar per seed (secondary)."""
+    and MCC with their CIs, the t-test over seeds and McNemar per seed (secondary). ``full=False``: the
+    primary test's p alone (what a rank band needs)."""
     by_seed = _one_per_seed(reference.trials)
     sets, seeds, unpaired, refused, how = [], [], [], [], set()
     for t in _one_per_seed(method.trials).values():
@@ -187,9 +188,10 @@ def compare(method: GroupDetail, reference: GroupDetail, settings: Settings) -> 
     if settings.headline not in PAIRED_METRICS:
         out["no_test"] = (f"no paired test for {settings.headline} (the two-level bootstrap works on "
                           f"{', '.join(PAIRED_METRICS)})")
-    metrics = [*dict.fromkeys([*(m for m in [settings.headline] if m in PAIRED_METRICS), *DIFF_METRICS])]
+    metrics = [*dict.fromkeys([*(m for m in [settings.headline] if m in PAIRED_METRICS),
+                               *(DIFF_METRICS if full else ())])]
     tests = two_level_bootstrap(sets, k, metrics, replicates=settings.replicates, seed=settings.seed,
-                                confidence=1 - settings.alpha, seed_level=settings.seed_level)
+                                confidence=1 - settings.alpha, seed_level=settings.seed_level, interval=full)
     out["tests"] = tests
     if settings.headline in tests:
         primary = tests[settings.headline]
@@ -197,7 +199,8 @@ def compare(method: GroupDetail, reference: GroupDetail, settings: Settings) -> 
                    seed_diffs=primary["seed_diffs"])
         seed_t = _seed_ttest(np.asarray(primary["seed_diffs"]))
         out.update(seed_p=seed_t)
-    out["mcnemar"] = per_seed_mcnemar(sets)
+    if full:
+        out["mcnemar"] = per_seed_mcnemar(sets)
     return out
 
 
@@ -327,10 +330,10 @@ def summarise(runs: Runs, settings: Settings | None = None) -> Summary:
                             f"{record.get('seed')}: {text}")
     cache: dict[tuple, dict[str, Any]] = {}
 
-    def cmp(a: tuple, b: tuple) -> dict[str, Any]:
-        if (a, b) not in cache:
+    def cmp(a: tuple, b: tuple, full: bool = False) -> dict[str, Any]:
+        if (a, b) not in cache or (full and "mcnemar" not in cache[a, b] and cache[a, b].get("tests")):
             da, db = details.get(a), details.get(b)
-            cache[a, b] = compare(da, db, settings) if da and db and da.trials and db.trials else {}
+            cache[a, b] = compare(da, db, settings, full) if da and db and da.trials and db.trials else {}
         return cache[a, b]
 
     extra_rows = []
@@ -338,7 +341,7 @@ def summarise(runs: Runs, settings: Settings | None = None) -> Summary:
         rows = list(group.iter_rows(named=True))
         keys = [(dataset, r["method"], r["sampler"]) for r in rows]
         top = keys[0]
-        against_top = [{"is_top": True}] + [cmp(k, top) for k in keys[1:]]
+        against_top = [{"is_top": True}] + [cmp(k, top, full=True) for k in keys[1:]]
         adjusted = adjust_p([c.get("p") for c in against_top[1:]], settings.correction)
         bands = rank_bands(len(keys), lambda i, j, keys=keys: cmp(keys[j], keys[i]).get("p"),
                            method=settings.correction, alpha=settings.alpha)
