@@ -340,9 +340,12 @@ def test_a_corrupt_or_malformed_result_is_named_and_counted_as_missing(runs, tmp
     malformed.write_text(json.dumps(record))
     (runs / "fastnet-toy-uniform-s2" / "trial.json").write_text(json.dumps(
         {"method": "fastnet", "dataset": "toy", "sampler": "uniform", "seed": 2}))
+    (runs / "oracle-toy-uniform-s1" / "predictions.parquet").write_bytes(b"PAR1 truncated")
     summary = _summary(runs, replicates=100)
     rows = {r["method"]: r for r in summary.board.iter_rows(named=True)}
     assert rows["fastnet"]["seeds"] == 2 and rows["fastnet"]["unreadable"] == 1
+    assert any("oracle-toy-uniform-s1/predictions.parquet cannot be read" in w for w in summary.warnings)
+    assert rows["fastnet"]["paired_seeds"] == 1  # oracle's seed 1 is out of the paired tests, seed 2 unreadable
     assert any(str(corrupt) in w and "not valid JSON" in w and "fastnet · uniform on toy, seed 2" in w
                for w in summary.warnings)
     assert any(str(malformed) in w and "'metrics'" in w for w in summary.warnings)

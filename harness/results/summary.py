@@ -25,6 +25,7 @@ from harness.results.stats import (
     PAIRED_METRICS,
     PairedSet,
     adjust_p,
+    confusion,
     friedman,
     pareto_front,
     per_seed_mcnemar,
@@ -277,7 +278,13 @@ def _details(runs: Runs, settings: Settings) -> tuple[dict[tuple[str, str, str],
         record, folder = runs.records[i], runs.folders[i]
         key = (record["dataset"], record["method"], record.get("sampler") or "-")
         detail = details.setdefault(key, GroupDetail(*key))
-        trial = load_trial(folder, record)
+        try:
+            trial = load_trial(folder, record)
+        except Exception as exc:  # a damaged predictions file: named, and the trial left out of the tests
+            notes.append(f"{detail.name}, seed {record.get('seed')}: {folder.name}/predictions.parquet cannot be "
+                         f"read ({type(exc).__name__}: {exc}); the trial counts in the means but not in the "
+                         "paired tests")
+            continue
         if trial is None:
             notes.append(f"{detail.name}, seed {record.get('seed')}: no predictions.parquet in {folder.name}; "
                          "the trial counts in the means but not in the paired tests")
@@ -294,13 +301,11 @@ def _details(runs: Runs, settings: Settings) -> tuple[dict[tuple[str, str, str],
         detail.trials.sort(key=lambda t: t.seed)
         if not detail.trials:
             continue
-        from sklearn.metrics import confusion_matrix
-
         k = max(t.num_classes for t in detail.trials)
         detail.classes = max((t.classes for t in detail.trials), key=len)
         total = np.zeros((k, k), dtype=np.int64)
         for t in detail.trials:
-            total += confusion_matrix(t.labels, t.pred, labels=np.arange(k))
+            total += confusion(t.labels, t.pred, k).astype(np.int64)
         rows = total.sum(axis=1)
         detail.confusion = total
         detail.recall = np.divide(np.diag(total).astype(np.float64), rows, out=np.full(k, np.nan), where=rows > 0)
