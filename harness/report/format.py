@@ -15,7 +15,7 @@ from harness.results.summary import Summary
 
 SHORT = {"macro_f1": "Macro-F1", "balanced_accuracy": "B-ACC", "mcc": "MCC", "accuracy": "Accuracy",
          "auroc": "AUROC", "ece": "ECE"}
-SECONDARY_METRICS = ("balanced_accuracy", "mcc", "accuracy", "auroc")  # shown as mean ± CI after the headline
+SECONDARY_METRICS = ("macro_f1", "balanced_accuracy", "mcc", "accuracy", "auroc")  # mean ± CI after the headline
 
 
 def esc(value: Any) -> str:
@@ -94,7 +94,7 @@ def diff_cell(row: dict) -> str:
     if row.get("is_top"):
         return "top"
     if nan(row.get("diff")):
-        return "not paired"
+        return f"no paired test of {short(row['headline'])}" if row.get("paired_seeds") else "not paired"
     return f"{row['diff']:+.3f} [{row['diff_ci_low']:+.3f}, {row['diff_ci_high']:+.3f}]"
 
 
