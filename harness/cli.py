@@ -157,7 +157,6 @@ def _print_outcome(root: Path, summary) -> None:
 def _report_settings(**values):
     """The statistics' settings: the run's headline metric (harness.run.settings) unless given."""
     from harness.results.summary import Settings
-    from harness.run.settings import HEADLINE_METRIC
 
     return Settings(**{"headline": HEADLINE_METRIC, **{k: v for k, v in values.items() if v is not None}})
 
