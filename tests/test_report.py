@@ -429,8 +429,7 @@ def test_curves_notes_and_trial_warnings_are_in_the_report(tmp_path):
     text = (out / "leaderboard.md").read_text()
     header, cells = _table(text, "1")
     assert cells[header.index("curves")] == "↗ 2/2" and "still improving" in text
-    assert "flat · uniform on toy, seed 0: dataset.split is &#x27;official&#x27;" in text or \
-        "flat · uniform on toy, seed 0: dataset.split is 'official'" in text
+    assert "- flat · uniform on toy, seed 0: dataset.split is 'official'; the paper used 'diffmic'" in text
     page = (out / "index.html").read_text()
     assert page.count('class="plot curve"') >= 4  # validation and loss curves of both methods
     assert "val_prior_macro_f1" in page and "0.57" in page and "&lt;b&gt;k&lt;/b&gt;" in page

@@ -29,8 +29,9 @@ def md(value: Any) -> str:
 
 
 def prose(text: Any) -> str:
-    """Our own sentences in Markdown: HTML-escaped (names inside them may come from plugins), quotes kept."""
-    return html.escape("" if text is None else str(text), quote=False)
+    """Sentences in Markdown (explanations, warnings): HTML-escaped (names inside them may come from plugins),
+    quotes kept, newlines folded so a name cannot start a Markdown block."""
+    return html.escape("" if text is None else str(text), quote=False).replace("\n", " ").replace("\r", " ")
 
 
 def clean(value: Any) -> Any:

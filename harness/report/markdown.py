@@ -48,7 +48,7 @@ def to_markdown(summary: Summary, prov: dict, title: str, svg_files: dict[str, s
     if board.is_empty():
         lines += ["_No finished trials._", ""]
         if prov.get("warnings"):
-            lines += ["## Warnings", "", *(f"- {md(w)}" for w in prov["warnings"]), ""]
+            lines += ["## Warnings", "", *(f"- {prose(w)}" for w in prov["warnings"]), ""]
         return "\n".join(lines)
     columns, metrics = header(summary, board)
     for dataset, rows in dataset_rows(board):
@@ -66,7 +66,7 @@ def to_markdown(summary: Summary, prov: dict, title: str, svg_files: dict[str, s
         lines += cross_markdown(summary.cross, svg_files.get("cd"))
     lines += ["## How to read this", "", *(prose(text) + "\n" for text in explanation(summary))]
     if prov.get("warnings"):
-        lines += ["## Warnings", "", *(f"- {md(w)}" for w in prov["warnings"]), ""]
+        lines += ["## Warnings", "", *(f"- {prose(w)}" for w in prov["warnings"]), ""]
     lines += ["## Reproduce", ""]
     lines.append("- Commit: " + ", ".join(f"`{md(c)}`" for c in prov["commits"]))
     lines.append("- Harness: " + ", ".join(md(v) for v in prov["harness_versions"]) + "; profile: "
