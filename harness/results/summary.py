@@ -348,6 +348,10 @@ def summarise(runs: Runs, settings: Settings | None = None) -> Summary:
         top = keys[0]
         against_top = [{"is_top": True}] + [cmp(k, top, full=True) for k in keys[1:]]
         adjusted = adjust_p([c.get("p") for c in against_top[1:]], settings.correction)
+        if len(keys) - 1 >= settings.alpha * (settings.replicates + 1):  # p >= 1 / (B + 1): too few resamples
+            warnings.append(f"{dataset}: {len(keys) - 1} comparisons need more than {settings.replicates} resamples "
+                            f"to reach an adjusted p below {settings.alpha} (the smallest p is 1 / (B + 1)); "
+                            "raise --bootstrap")
         bands = rank_bands(len(keys), lambda i, j, keys=keys: cmp(keys[j], keys[i]).get("p"),
                            method=settings.correction, alpha=settings.alpha)
         front = pareto_front([r[f"{settings.headline}_mean"] for r in rows], [r.get("ms_per_image_b1_mean") for r in rows])
