@@ -54,6 +54,7 @@ def main(ctx: click.Context, plugins: tuple[str, ...], blocked: tuple[str, ...])
     harness plugins                               installed plugins, versions and hooks
     harness leaderboard runs/synthetic            rank the results of a run
     harness report runs/synthetic --out site      publish it: Markdown, HTML and Parquet
+    harness --plugin my_plugin conformance        check a plugin against the contract
     """
     ctx.ensure_object(dict)
     ctx.obj["plugins"] = tuple(plugins)
@@ -190,6 +191,14 @@ def _apply_config_file(ctx: click.Context, config_file: Path) -> tuple[dict, dic
     if parsed.plugins:
         ctx.obj["plugins"] = tuple(dict.fromkeys([*ctx.obj["plugins"], *parsed.plugins]))
     return values, parsed.overrides
+
+
+def _record_experiment(root: Path, exp, command: str) -> None:
+    """``RUNS_DIR/EXPERIMENT/experiment.json`` (see :func:`harness.run.request.record_experiment`; this name is
+    kept for code that recorded experiments through the CLI module)."""
+    from harness.run.request import record_experiment
+
+    record_experiment(root, exp, command)
 
 
 def _print_trials(trials, runs_dir: Path) -> None:
@@ -365,7 +374,8 @@ def conformance(ctx, only, plugins, pytest_args):
     """
     from harness.conformance import run as run_suite
 
-    sys.exit(run_suite(plugins=(*ctx.obj["plugins"], *plugins), only=_csv(only), pytest_args=tuple(pytest_args)))
+    sys.exit(run_suite(plugins=(*ctx.obj["plugins"], *plugins), only=_csv(only), pytest_args=tuple(pytest_args),
+                       blocked=ctx.obj["blocked"]))
 
 
 _STATS_OPTIONS = [

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,11 +30,28 @@ from harness.contract.specs import DataSplits
 from tests.conftest import REPO, shared_data_dir
 
 
+@pytest.fixture(scope="module")
+def _data_folder(tmp_path_factory):
+    """One data folder for the suite's dataset checks: the shared MedMNIST files (linked, where present) and a
+    small generated tree in each publisher's layout (tests/datatrees.py), so every file-based dataset loads."""
+    from tests import datatrees
+
+    root = tmp_path_factory.mktemp("conformance-data")
+    real = Path(os.environ.get("HARNESS_TEST_DATA") or shared_data_dir())
+    for name in ("retinamnist", "pneumoniamnist"):
+        if (real / name).is_dir():
+            (root / name).symlink_to(real / name, target_is_directory=True)
+    datatrees.write_aptos(root / "aptos", per_class=4)
+    datatrees.write_ham(root / "ham10000", per_class=6)
+    datatrees.write_isic(root / "isic2018")
+    datatrees.write_chexpert(root / "chexpert")
+    datatrees.write_bone_marrow(root / "bone-marrow", per_class=6)
+    return root
+
+
 @pytest.fixture(autouse=True)
-def _real_data(monkeypatch):
-    """The suite checks file-based datasets against the shared data when it is there."""
-    if not os.environ.get("HARNESS_TEST_DATA") and shared_data_dir().is_dir():
-        monkeypatch.setenv("HARNESS_TEST_DATA", str(shared_data_dir()))
+def _real_data(monkeypatch, _data_folder):
+    monkeypatch.setenv("HARNESS_TEST_DATA", str(_data_folder))
 
 
 # ------------------------------------------------------------------------- the checks catch bad plugins
@@ -49,8 +67,13 @@ def test_method_check_fails_a_method_that_breaks_the_contract(method, message, t
 
     with pytest.raises(AssertionError, match=re.escape(message)):
         checks.check_method_trial(method, tmp_path, objects=[("contract", contract_plugin)])
-    result = checks.check_method_trial("honest", tmp_path / "ok", objects=[("contract", contract_plugin)])
-    assert result.ok and result.model["pickler"] == "cloudpickle"
+
+
+def test_method_check_passes_a_method_that_keeps_the_contract(tmp_path):
+    from tests import contract_plugin
+
+    result = checks.check_method_trial("honest", tmp_path, objects=[("contract", contract_plugin)])
+    assert result.ok and result.model["pickler"] == "cloudpickle" and result.n_test == 36
 
 
 def test_method_spec_check(registry):

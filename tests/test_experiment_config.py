@@ -283,9 +283,9 @@ def test_a_device_this_machine_lacks_is_refused_before_any_trial(cli, tmp_path):
 
 
 @pytest.mark.parametrize("setting, message", [
-    ("dataset.size=4", "dataset 'synthetic': invalid config: size must be at least 8 and at most 4096; found 4"),
-    ("synthetic.size=0", "size must be at least 8 and at most 4096; found 0"),
-    ("dataset.size=100000", "size must be at least 8 and at most 4096; found 100000"),
+    ("dataset.size=4", "dataset 'synthetic': invalid config: size must be at least 8 and at most 1024; found 4"),
+    ("synthetic.size=0", "size must be at least 8 and at most 1024; found 0"),
+    ("dataset.size=100000", "size must be at least 8 and at most 1024; found 100000"),
     ("resnet.epochs=-3", "epochs must be at least 1; found -3"),
     ("resnet.batch_size=0", "batch_size must be at least 1; found 0"),
 ])

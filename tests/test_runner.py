@@ -84,17 +84,37 @@ def test_failed_trial_is_recorded_and_others_go_on(tmp_path, cli):
     assert again.output.count("done already, skipped") == 1 and again.exit_code == 1
 
 
-def test_same_trial_twice_gives_identical_metrics(tmp_path, registry):
+def test_same_trial_twice_gives_identical_metrics_and_a_kept_model_reproduces_them(tmp_path, registry):
+    from harness.run.models import stored_trial
+    from harness.run.runner import load_data, load_predictor
+
     exp = Experiment(methods=("resnet",), datasets=("synthetic",), profile="smoke",
                      overrides={"synthetic": {"size": 16, "n_train": 70, "n_val": 35, "n_test": 35}})
     (trial,) = expand(exp, registry)
-    a = run_trial(trial, RunSettings(runs_dir=tmp_path / "a", latency=_no_onnx()), reporter=lambda **_: None)
+    settings = RunSettings(runs_dir=tmp_path / "a", latency=_no_onnx())
+    a = run_trial(trial, settings, reporter=lambda **_: None)
     b = run_trial(trial, RunSettings(runs_dir=tmp_path / "b", latency=_no_onnx()), reporter=lambda **_: None)
-    assert a["status"] == b["status"] == "ok"
-    assert a["metrics"] == b["metrics"]
-    pa = pl.read_parquet(tmp_path / "a" / trial.experiment / trial.key / "predictions.parquet")
+    assert a.status == b.status == "ok"
+    assert a.metrics == b.metrics
+    folder = tmp_path / "a" / trial.experiment / trial.key
+    pa = pl.read_parquet(folder / "predictions.parquet")
     pb = pl.read_parquet(tmp_path / "b" / trial.experiment / trial.key / "predictions.parquet")
     assert pa.equals(pb)
+
+    # the kept model: its size line, and loaded back it predicts exactly what the trial stored
+    assert a.model["dir"] == "model" and a.model["files"]["predictor.pt"] > 0
+    assert a.model["bytes"] == sum(p.stat().st_size for p in (folder / "model").iterdir())
+    assert a.model["pickler"] == "pickle" and not a.model["onnx"]  # --no-onnx: no graph exported
+    stored = stored_trial(folder)
+    assert stored.trial == trial and stored.result == ResultStore(tmp_path / "a" / trial.experiment).load_result(
+        trial.key)
+    data = load_data(stored.trial, registry, settings)
+    predictor = stored.predictor()
+    assert predictor.batch_size == load_predictor(folder).batch_size
+    probs = predictor.predict(data.test.images)["probs"].astype(np.float64)
+    expected = pa.select([f"prob_{k}" for k in range(data.num_classes)]).to_numpy()
+    assert np.array_equal(probs, expected)
+    assert np.array_equal(probs.argmax(1), pa["pred"].to_numpy())
 
 
 def _no_onnx():
@@ -274,31 +294,6 @@ def test_headline_metric_and_default_sampler_are_settings(tmp_path, registry):
 
 
 # ----------------------------------------------------------------------------------------- models kept
-
-
-def test_a_kept_model_reproduces_its_stored_predictions_exactly(tmp_path, registry):
-    from harness.run.runner import load_data, load_predictor
-    from harness.run.trial import Trial
-
-    exp = Experiment(methods=("resnet",), datasets=("synthetic",), profile="smoke",
-                     overrides={"synthetic": {"size": 16, "n_train": 70, "n_val": 35, "n_test": 35}})
-    (trial,) = expand(exp, registry)
-    settings = RunSettings(runs_dir=tmp_path, latency=_no_onnx())
-    result = run_trial(trial, settings, reporter=lambda **_: None)
-    assert result.ok, result.error
-    folder = tmp_path / trial.experiment / trial.key
-    assert result.model["dir"] == "model" and result.model["files"]["predictor.pt"] > 0
-    assert result.model["bytes"] == sum(p.stat().st_size for p in (folder / "model").iterdir())
-    assert result.model["pickler"] == "pickle" and not result.model["onnx"]  # --no-onnx: no graph exported
-
-    stored = Trial.from_dict(json.loads((folder / "trial.json").read_text()))
-    data = load_data(stored, registry, settings)
-    predictor = load_predictor(folder)
-    probs = predictor.predict(data.test.images)["probs"].astype(np.float64)
-    frame = pl.read_parquet(folder / "predictions.parquet")
-    expected = frame.select([f"prob_{k}" for k in range(data.num_classes)]).to_numpy()
-    assert np.array_equal(probs, expected)
-    assert np.array_equal(probs.argmax(1), frame["pred"].to_numpy())
 
 
 def test_model_of_a_class_defined_inside_fit_and_the_onnx_graph(tmp_path):

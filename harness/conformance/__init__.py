@@ -40,13 +40,17 @@ ENV_ONLY = "HARNESS_CONFORMANCE_ONLY"  # comma-separated plugin names: test only
 ENV_TIMEOUT = "HARNESS_CONFORMANCE_TIMEOUT"
 
 
-def run(plugins: tuple[str, ...] = (), only: tuple[str, ...] = (), pytest_args: tuple[str, ...] = ()) -> int:
+def run(plugins: tuple[str, ...] = (), only: tuple[str, ...] = (), pytest_args: tuple[str, ...] = (),
+        blocked: tuple[str, ...] = ()) -> int:
     """Run the suite with pytest (``harness conformance``); returns pytest's exit status. ``plugins``: modules
-    to load as plugins (and, unless ``only`` is given, the ones tested); ``only``: plugin names to test."""
+    to load as plugins (and, unless ``only`` is given, the ones tested); ``only``: plugin names to test;
+    ``blocked``: plugin names not to load."""
     import pytest
 
-    env_plugins = [p for p in os.environ.get("HARNESS_PLUGINS", "").split(",") if p.strip()]
-    os.environ["HARNESS_PLUGINS"] = ",".join(dict.fromkeys([*env_plugins, *plugins]))
+    for var, names in (("HARNESS_PLUGINS", plugins), ("HARNESS_BLOCK_PLUGINS", blocked)):
+        current = [p for p in os.environ.get(var, "").split(",") if p.strip()]
+        if names:
+            os.environ[var] = ",".join(dict.fromkeys([*current, *names]))
     selected = only or plugins
     if selected:
         os.environ[ENV_ONLY] = ",".join(selected)

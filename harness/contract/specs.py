@@ -21,7 +21,7 @@ from harness.errors import HarnessError
 
 PROFILES = ("smoke", "cpu", "paper")
 MIN_IMAGE_SIZE = 8  # the smallest image a dataset may be resized to (a ResNet stem needs a few pixels)
-MAX_IMAGE_SIZE = 4096
+MAX_IMAGE_SIZE = 1024  # the same bound the file-based datasets state
 PROB_TOLERANCE = 1e-4  # predicted class probabilities must sum to 1 within this, per row
 
 

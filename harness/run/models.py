@@ -10,7 +10,8 @@
 - ``model.onnx``: the ONNX graph, where the predictor exports (written by the latency step).
 
 ``load_predictor(trial_dir)`` returns a :class:`harness.contract.specs.Predictor` that predicts as the trial
-did (``harness predict`` and ``harness bench`` build on it). Loading unpickles code: load only trial folders
+did; ``stored_trial(trial_dir)`` reads the trial, its result and gives its predictor (``harness predict`` and
+``harness bench`` build on these). Loading unpickles code: load only trial folders
 you trust, as with any pickled model.
 """
 
@@ -19,13 +20,15 @@ from __future__ import annotations
 import io
 import json
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.contract.result import MODEL_DIR
+from harness.contract.result import MODEL_DIR, TrialResult
 from harness.contract.specs import Predictor
 from harness.errors import HarnessError
-from harness.store import atomic_write_bytes, atomic_write_json
+from harness.run.trial import Trial
+from harness.store import RESULT_FILE, TRIAL_FILE, atomic_write_bytes, atomic_write_json
 
 MODULE_FILE = "predictor.pt"
 META_FILE = "predictor.json"
@@ -134,3 +137,30 @@ def remove_partial(trial_dir: Path) -> None:
         except OSError:
             pass
 
+
+
+@dataclass(frozen=True)
+class StoredTrial:
+    """A finished trial's folder, read back: what ran (``trial``), what came out (``result``), and its kept
+    model (:meth:`predictor`). What ``harness predict`` / ``harness bench`` start from."""
+
+    folder: Path
+    trial: Trial
+    result: TrialResult
+
+    def predictor(self, device: str = "cpu") -> Predictor:
+        return load_predictor(self.folder, device)
+
+
+def stored_trial(folder: Path | str) -> StoredTrial:
+    """Read ``folder/trial.json`` and ``folder/result.json`` (a HarnessError naming the file when one is missing
+    or malformed)."""
+    folder = Path(folder)
+    path = folder / TRIAL_FILE
+    try:
+        trial = Trial.from_dict(json.loads(path.read_text()))
+    except OSError as exc:
+        raise HarnessError(f"{folder} is not a trial folder: cannot read {TRIAL_FILE} ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise HarnessError(f"{path} is not a valid trial description ({type(exc).__name__}: {exc})") from None
+    return StoredTrial(folder=folder, trial=trial, result=TrialResult.read(folder / RESULT_FILE))

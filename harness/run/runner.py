@@ -29,7 +29,7 @@ from harness import __version__
 from harness.contract.result import STATUS_FAILED, STATUS_INTERRUPTED, STATUS_OK, TrialResult
 from harness.contract.specs import DatasetRequest, DataSplits, MethodSpec, Predictor, TrialContext, check_probabilities
 from harness.errors import HarnessError
-from harness.registry import PluginManager, Registry, load_plugins
+from harness.registry import ENV_BLOCK, PluginManager, Registry, load_plugins
 from harness.run import models
 from harness.run.config import config_from_dict, data_protocol_warnings
 from harness.run.models import load_predictor
@@ -179,7 +179,7 @@ def missing_metrics_error(registry: Registry, settings: RunSettings) -> HarnessE
     names = ", ".join(missing)
     where = _providers(missing, settings)
     if where:
-        blocked = set(settings.blocked) | {b.strip() for b in os.environ.get("HARNESS_BLOCK_PLUGINS", "").split(",")}
+        blocked = set(settings.blocked) | {b.strip() for b in os.environ.get(ENV_BLOCK, "").split(",")}
         failed = {f.name: f.error for f in registry.failures}
         parts = []
         for plugin in sorted(set(where.values())):
@@ -241,6 +241,7 @@ def fit_trial(trial: Trial, settings: RunSettings, *, registry: Registry, trial_
 
     method = registry.get("methods", trial.method)
     config = config_from_dict(method.config, trial.config)
+    result.warnings.extend(data.warnings)  # what the dataset says about this load (absent classes, dropped rows)
     result.warnings.extend(data_protocol_warnings(method, trial.profile, trial.dataset, trial.options))
     curve: list[dict[str, Any]] = []  # the learning curve: every ctx.report of the trial
 
