@@ -54,6 +54,7 @@ class PerClassOptions(DatasetOptions):
     test_per_class: int | None = None  # keep N test images per class (fixed draw, seed 0); None: all
 
     def __post_init__(self):
+        super().__post_init__()  # DatasetOptions' own ranges (size)
         for name in ("train_per_class", "test_per_class"):
             value = getattr(self, name)
             if value is not None:
