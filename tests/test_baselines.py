@@ -198,6 +198,35 @@ def test_cb_focal_defaults_to_the_sigmoid_form_and_focal_to_softmax():
     assert torch.allclose(probs[0], s / s.sum())
 
 
+def test_loop_feeds_channels_last_batches_and_reports_epoch_means(tmp_path):
+    from harness import DataSplits, Split, TrialContext
+    from harness.toolkit.training import train_loop
+    from harness.toolkit.training_config import TrainConfig
+    from plugins.samplers.sampling import uniform
+
+    rng = np.random.default_rng(0)
+    split = Split(rng.integers(0, 256, (10, 8, 8, 3), dtype=np.uint8), np.arange(10) % 2)
+    data = DataSplits(train=split, val=split, test=split, classes=("a", "b"))
+    ctx = TrialContext(seed=0, device="cpu", threads=1, trial_dir=tmp_path, reporter=lambda **_: None,
+                       sampler_factory=uniform)
+    model = torch.nn.Linear(1, 1)
+    formats = []
+
+    def loss(x, y, epoch):
+        formats.append(x.is_contiguous(memory_format=torch.channels_last))
+        return model.weight.square().sum() + 1.0, {"part": torch.tensor(2.0), "count": 3}
+
+    extra = lambda epoch: (torch.zeros(3, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0]))  # noqa: E731
+    # Rotation and a random-resized crop resample the batch, extra images come NCHW: the model still gets
+    # channels-last batches (what the convolutions are fastest on, benchmarks/README.md).
+    cfg = TrainConfig(epochs=2, batch_size=4, rotation=10.0, crop_scale=0.8)
+    _, history = train_loop(ctx, cfg, model=model, data=data, mean=(0.5,), std=(0.5,), loss=loss, extra_batches=extra)
+    assert formats and all(formats)
+    for record in history.records:  # the epoch means of what the steps returned, as floats
+        assert type(record["part"]) is float and record["part"] == pytest.approx(2.0)
+        assert record["count"] == pytest.approx(3.0) and type(record["loss"]) is float
+
+
 # ---------------------------------------------------------------------------------------------- samplers
 
 LABELS = np.repeat(np.arange(4), [400, 100, 25, 9])
