@@ -234,6 +234,7 @@ class TrialContext:
     time_budget_s: float | None = None
     scorer: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None  # the registered metrics
     headline_metric: str = "macro_f1"  # what the training loop selects checkpoints on (as val_<metric>)
+    cache_dir: Path | None = None  # the harness cache (--cache-dir / HARNESS_CACHE_DIR): models shared by trials
 
     notes: dict[str, Any] = field(default_factory=dict)  # what the method adds to its result (see ``note``)
 

@@ -244,6 +244,7 @@ def run_trial(
         ctx = TrialContext(
             seed=trial.seed, device=device, threads=threads, trial_dir=trial_dir, reporter=report,
             sampler_factory=sampler_factory, profile=trial.profile, scorer=scorer(registry),
+            cache_dir=settings.resolved_cache_dir(),
         )
         t0 = time.perf_counter()
         try:

@@ -131,7 +131,7 @@ def fit_for_tuning(trial: Trial, settings: RunSettings, reporter) -> dict[str, f
     with tempfile.TemporaryDirectory(prefix="harness-tune-") as tmp:
         ctx = TrialContext(seed=trial.seed, device=device, threads=threads, trial_dir=Path(tmp),
                            reporter=report, sampler_factory=sampler_factory, profile=trial.profile,
-                           scorer=scorer(registry))
+                           scorer=scorer(registry), cache_dir=settings.resolved_cache_dir())
         predictor = method.fit_fn()(data, config, ctx)
         probs = predictor.predict(data.val.images)["probs"]
     labels = data.val.labels.astype(np.int64)
