@@ -125,21 +125,19 @@ def denoising_loss(net: nn.Module, x0: torch.Tensor, y: torch.Tensor | None, sch
 
 
 class GuidanceView(nn.Module):
-    """What the classifier f_psi sees of x_t: resized to its training size (when the generator works at another
-    size) and, with ``normalise``, mapped from [-1, 1] to the classifier's input normalisation (the code feeds
-    x_t in [-1, 1] as it is). Returns logits."""
+    """What the classifier f_psi sees of x_t: x_t at the generator's size, in [-1, 1], as the code feeds it (its
+    128 px x_t goes to the ResNet-50 trained at 224 px), or with ``normalise`` mapped to the classifier's input
+    normalisation (brief, open choice 7). Returns logits."""
 
-    def __init__(self, classifier: nn.Module, size: int, mean=None, std=None, normalise: bool = False):
+    def __init__(self, classifier: nn.Module, mean=None, std=None, normalise: bool = False):
         super().__init__()
-        self.classifier, self.size = classifier, int(size)
+        self.classifier = classifier
         self.normalise = normalise and mean is not None
         if self.normalise:
             self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
             self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x_t: torch.Tensor) -> torch.Tensor:
-        if x_t.shape[-1] != self.size:
-            x_t = F.interpolate(x_t, size=(self.size, self.size), mode="bilinear", align_corners=False)
         if self.normalise:
             x_t = ((x_t + 1) / 2 - self.mean.to(x_t.device)) / self.std.to(x_t.device)
         return self.classifier(x_t)

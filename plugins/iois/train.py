@@ -160,7 +160,7 @@ class OnlineSynthesis:
         self.real_y = torch.from_numpy(np.asarray(data.train.labels, dtype=np.int64))
         self.present = np.bincount(self.real_y.numpy(), minlength=self.num_classes) > 0
         self.accuracy = np.full(self.num_classes, 0.5)  # the code's start: a uniform first allocation
-        self.guide = GuidanceView(model, data.size, mean, std, normalise=config.guidance_normalise)
+        self.guide = GuidanceView(model, mean, std, normalise=config.guidance_normalise)
         self.pool, self.current = pool, None
         self.log: list[dict] = []  # per epoch: allocation, accuracy, seconds
         self.grids: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # epoch -> that epoch's synthetic images
