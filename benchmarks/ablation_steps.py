@@ -5,6 +5,9 @@ images and seeds, with the report's tests (paired bootstrap of the Macro-F1 diff
 paired t-test of it over seeds, McNemar for accuracy), and prints a Markdown table:
 
     python benchmarks/ablation_steps.py /tmp/lb --methods diffmic-basic,diffmic-c1,diffmic-c2,diffmic
+    python benchmarks/ablation_steps.py runs/iois-table --methods resnet,iois-offline,iois-ois,iois
+
+A method that takes no sampler (its rows say ``-``, e.g. the IOIS variants) is compared as it is.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for dataset in datasets:
         for before, after in zip(methods, methods[1:]):
-            a = summary.details.get((dataset, after, args.sampler))
-            b = summary.details.get((dataset, before, args.sampler))
+            a, b = (summary.details.get((dataset, m, args.sampler)) or summary.details.get((dataset, m, "-"))
+                    for m in (after, before))
             if a is None or b is None:
                 print(f"| {dataset} | {before} → {after} | missing | | | | | |")
                 continue

@@ -1,9 +1,10 @@
-"""IOIS generation cost (issue 18): batched classifier-guided sampling against the UNet's plain training step.
+"""IOIS cost figures (issue 18).
 
-    python benchmarks/bench_iois.py --threads 1                          # cpu profile, 28 px, 5 classes
-    python benchmarks/bench_iois.py --threads 1 --profile smoke --size 16 --batch 64
+    python benchmarks/bench_iois.py throughput --threads 1               # cpu profile, 28 px, 5 classes
+    python benchmarks/bench_iois.py throughput --threads 1 --profile smoke --size 16 --batch 64
+    python benchmarks/bench_iois.py epochs runs/iois-table               # time per epoch of finished trials
 
-For the profile's generator (the shared UNet) and classifier (``backbone``; untrained weights: the cost does
+``throughput``: for the profile's generator (the shared UNet) and classifier (``backbone``; untrained weights: the cost does
 not depend on them), at the data size and batch ``--batch``:
 
 - ``unet fwd+bwd``: one plain training forward + backward of the UNet on the batch (the reference);
@@ -14,13 +15,20 @@ not depend on them), at the data size and batch ``--batch``:
 - for reference, the guided step with the classifier's weights requiring gradients (what the ``frozen_eval``
   context saves) and the unguided step.
 
-Median of ``--repeats`` timings after one warm-up.
+Median of ``--repeats`` timings after one warm-up (the chains: one timing each).
+
+``epochs``: for every finished IOIS trial under RUNS_DIR (``result.json`` + ``curve.json``), the classifier's
+seconds per epoch split into generation (OIS), the per-class accuracy pass (AAS's signal) and the rest
+(training steps + validation), with the generator's training time and the guided images per second; mean over
+the seeds of each (dataset, method).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,8 +55,43 @@ def _once(fn) -> float:
     return time.perf_counter() - t0
 
 
+def epochs(runs_dir: Path) -> None:
+    rows: dict[tuple[str, str], list[dict]] = {}
+    for path in sorted(runs_dir.rglob("result.json")):
+        result = json.loads(path.read_text())
+        curve_path = path.parent / "curve.json"
+        if result.get("status") != "ok" or not str(result.get("method", "")).startswith("iois") \
+                or not curve_path.exists():
+            continue
+        records = [r for r in json.loads(curve_path.read_text()) if "stage" not in r]  # the classifier's epochs
+        if not records:
+            continue
+        seconds = np.array([r.get("seconds", 0.0) for r in records])
+        gen = np.array([r.get("gen_seconds", 0.0) for r in records])
+        acc = np.array([r.get("acc_seconds", 0.0) for r in records])
+        notes = result.get("notes", {})
+        rows.setdefault((result["dataset"], result["method"]), []).append({
+            "epochs": len(records), "epoch": seconds.mean(), "gen": gen.mean(), "acc": acc.mean(),
+            "train": (seconds - gen - acc).mean(), "generator": notes.get("generator_train_seconds", float("nan")),
+            "ips": notes.get("guided_images_per_second") or float("nan"), "fit": result.get("fit_seconds", 0.0)})
+    if not rows:
+        raise SystemExit(f"no finished IOIS trial with a curve.json under {runs_dir}")
+    print("| dataset | method | seeds | epochs | s / epoch | generation | accuracy pass | training + validation "
+          "| generator training (s, once) | guided images / s | fit (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for (dataset, method), items in sorted(rows.items()):
+        mean = {k: float(np.nanmean([i[k] for i in items])) for k in items[0]}
+        print(f"| {dataset} | {method} | {len(items)} | {mean['epochs']:.0f} | {mean['epoch']:.1f} | "
+              f"{mean['gen']:.1f} ({mean['gen'] / mean['epoch']:.0%}) | {mean['acc']:.1f} | {mean['train']:.1f} | "
+              f"{mean['generator']:.0f} | {mean['ips']:.1f} | {mean['fit']:.0f} |")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = top.add_subparsers(dest="command", required=True)
+    runs = commands.add_parser("epochs", help="time per epoch of finished IOIS trials")
+    runs.add_argument("runs_dir", type=Path)
+    parser = commands.add_parser("throughput", help="guided generation against the UNet's training step")
     parser.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "paper"))
     parser.add_argument("--size", type=int, default=28, help="data size (px)")
     parser.add_argument("--channels", type=int, default=3)
@@ -57,7 +100,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="iois config override")
-    args = parser.parse_args()
+    args = top.parse_args()
+    if args.command == "epochs":
+        epochs(args.runs_dir)
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 

@@ -205,7 +205,8 @@ class OnlineSynthesis:
                  "acc_seconds": time.perf_counter() - started}
         self.log.append(entry)
         return {"synthetic": int(entry["allocation"].sum()), "gen_seconds": entry["gen_seconds"],
-                "train_acc_min": float(np.nanmin(accuracy)), "train_acc_mean": float(np.nanmean(accuracy))}
+                "acc_seconds": entry["acc_seconds"], "train_acc_min": float(np.nanmin(accuracy)),
+                "train_acc_mean": float(np.nanmean(accuracy))}
 
 
 # ---------------------------------------------------------------------------------------- artefacts
