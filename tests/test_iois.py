@@ -244,22 +244,20 @@ def test_each_epoch_trains_on_the_real_images_and_only_its_own_synthetic_images(
     cfg = config(epochs=3, batch_size=8, epoch_order=order, synthetic_per_epoch=9, **NO_AUGMENT)
     impl.fit(data, cfg, make_ctx(tmp_path))
 
+    log = json.loads((tmp_path / "trial-0" / "artefacts" / "synthesis.json").read_text())["epochs"]
+    assert log[0]["allocation"] == ([0, 0, 0] if order == "paper" else [3, 3, 3])  # the code's uniform start
+    for previous, current in zip(log, log[1:]):  # AAS: the next allocation from this epoch's accuracies
+        assert current["allocation"] == model.aas_allocation(previous["train_accuracy"], 9).tolist()
     assert sorted(seen) == [0, 1, 2]
     for epoch in range(3):
         values = np.concatenate(seen[epoch])
         real = np.sort(values[values >= 100])
         np.testing.assert_array_equal(real, np.sort(real_values))  # every real image, once
         synthetic = values[values < 100]
-        if order == "paper" and epoch == 0:
-            assert len(synthetic) == 0  # Algorithm 1: the first epoch is real-only
-        else:
-            assert set(synthetic.tolist()) == {10 + 7 * epoch}  # this epoch's images only
-            assert len(synthetic) == 9  # K = 9 over 3 classes: floor(softmax * 9) sums to 9 at the uniform start
-    log = json.loads((tmp_path / "trial-0" / "artefacts" / "synthesis.json").read_text())["epochs"]
-    first = log[0]["allocation"]
-    assert first == ([0, 0, 0] if order == "paper" else [3, 3, 3])  # the code's uniform first allocation
-    for previous, current in zip(log, log[1:]):  # AAS: the next allocation from this epoch's accuracies
-        assert current["allocation"] == model.aas_allocation(previous["train_accuracy"], 9).tolist()
+        assert len(synthetic) == sum(log[epoch]["allocation"])  # all of this epoch's synthetic images ...
+        if len(synthetic):
+            assert set(synthetic.tolist()) == {10 + 7 * epoch}  # ... and no other epoch's
+        assert len(synthetic) == 0 if (order, epoch) == ("paper", 0) else len(synthetic) > 0  # Algorithm 1
 
 
 # ------------------------------------------------------------------------------------ generator cache
