@@ -78,20 +78,9 @@ def generator_key(data, config: IOISConfig) -> tuple[str, dict]:
     return cache_key(payload), payload
 
 
-def generator_normalisation(train: Split, config: IOISConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The generator's data normalisation (mean, std) per channel, as ``normalise`` takes it: ADM's [-1, 1]
-    ((0.5, 0.5)), or with ``gen_standardise`` the training split's own per-channel statistics."""
-    channels = int(train.images.shape[-1])
-    if not config.gen_standardise:
-        return (0.5,) * channels, (0.5,) * channels
-    pixels = np.asarray(train.images, dtype=np.float64).reshape(-1, channels) / 255.0
-    return tuple(float(v) for v in pixels.mean(0)), tuple(float(max(v, 1e-3)) for v in pixels.std(0))
-
-
 def train_generator(train: Split, num_classes: int, config: IOISConfig, ctx) -> tuple[dict, dict]:
     """Eq. 2 on ``train`` (the training split, nothing else) with the shared loop and an EMA; returns the EMA
-    weights (the frozen generator) and a record of the training (steps, final loss, seconds, the data
-    normalisation)."""
+    weights (the frozen generator) and a record of the training (steps, final loss, seconds)."""
     from harness.toolkit import training
     from harness.toolkit.nn.ema import EMA
 
@@ -120,15 +109,14 @@ def train_generator(train: Split, num_classes: int, config: IOISConfig, ctx) -> 
     def loss(x, y, epoch):
         if x.shape[-1] != size:
             x = F.interpolate(x, size=(size, size), mode="area" if size < x.shape[-1] else "bilinear")
-        return denoising_loss(net, x, y if config.conditional else None, schedule, noise)
+        return denoising_loss(net, x, y if config.conditional else None, schedule, noise, config.gen_prediction)
 
-    mean, std = generator_normalisation(train, config)
     started = time.perf_counter()
     _, history = training.train_loop(gen_ctx, loop_cfg, model=net, data=TrainOnly(train, empty),
-                                     mean=mean, std=std, loss=loss, ema=ema, stage="generator")
+                                     mean=(0.5,), std=(0.5,), loss=loss, ema=ema, stage="generator")  # [-1, 1]
     seconds = time.perf_counter() - started
-    record = {"steps": budget.steps, "epochs": budget.epochs, "seconds": seconds, "mean": list(mean),
-              "std": list(std), "final_loss": history.records[-1].get("loss") if history.records else None}
+    record = {"steps": budget.steps, "epochs": budget.epochs, "seconds": seconds,
+              "final_loss": history.records[-1].get("loss") if history.records else None}
     return {k: v.detach().cpu() for k, v in ema.state_dict().items()}, record
 
 
@@ -344,8 +332,7 @@ def fit(data, config: IOISConfig, ctx) -> Predictor:
     sampler = GuidedSampler(generator, make_schedule(config), size=generator_size(config, data.size),
                             channels=data.channels, out_size=data.size, steps=config.sample_steps,
                             guidance=config.guidance, scale=config.guidance_scale, conditional=config.conditional,
-                            batch_size=config.sample_batch, device=ctx.device, mean=tuple(gen_record["mean"]),
-                            std=tuple(gen_record["std"]))
+                            prediction=config.gen_prediction, batch_size=config.sample_batch, device=ctx.device)
     torch.manual_seed(ctx.seed)
     net = _classifier(config, data)
     mean, std = normalisation(data.channels, net.pretrained_loaded)
