@@ -4,6 +4,7 @@ The public surface for plugin authors is re-exported here; importing it does not
 """
 
 from harness.contract.hookspecs import hookimpl
+from harness.contract.result import TrialResult
 from harness.contract.specs import (
     DatasetOptions,
     DatasetRequest,
@@ -12,6 +13,7 @@ from harness.contract.specs import (
     MethodSpec,
     MetricSpec,
     Predictor,
+    Sampler,
     SamplerSpec,
     Split,
     TrialContext,
@@ -29,9 +31,11 @@ __all__ = [
     "MethodSpec",
     "MetricSpec",
     "Predictor",
+    "Sampler",
     "SamplerSpec",
     "Split",
     "TrialContext",
+    "TrialResult",
     "__version__",
     "hookimpl",
 ]

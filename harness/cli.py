@@ -9,7 +9,10 @@ from pathlib import Path
 
 import click
 
+from harness.contract.specs import PROFILES
 from harness.errors import HarnessError
+from harness.run.executors import EXECUTORS
+from harness.run.settings import DEFAULT_DATASET, DEFAULT_SAMPLER, HEADLINE_METRIC, SEED_MAX
 
 
 def _csv(value: str | None) -> tuple[str, ...]:
@@ -51,6 +54,7 @@ def main(ctx: click.Context, plugins: tuple[str, ...], blocked: tuple[str, ...])
     harness plugins                               installed plugins, versions and hooks
     harness leaderboard runs/synthetic            rank the results of a run
     harness report runs/synthetic --out site      publish it: Markdown, HTML and Parquet
+    harness --plugin my_plugin conformance        check a plugin against the contract
     """
     ctx.ensure_object(dict)
     ctx.obj["plugins"] = tuple(plugins)
@@ -61,20 +65,23 @@ def main(ctx: click.Context, plugins: tuple[str, ...], blocked: tuple[str, ...])
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
               help="Experiment file (TOML): methods, datasets, seeds, overrides...; flags override it.")
 @click.option("--methods", help="Comma-separated methods (default: every registered method).")
-@click.option("--datasets", default="synthetic", show_default=True, help="Comma-separated datasets.")
-@click.option("--samplers", default="uniform", show_default=True, help="Comma-separated samplers.")
-@click.option("--seeds", default="0", show_default=True, help="Comma-separated integer seeds.")
-@click.option("--profile", type=click.Choice(["smoke", "cpu", "paper"]), default="cpu", show_default=True)
+@click.option("--datasets", default=DEFAULT_DATASET, show_default=True, help="Comma-separated datasets.")
+@click.option("--samplers", default=DEFAULT_SAMPLER, show_default=True, help="Comma-separated samplers.")
+@click.option("--seeds", default="0", show_default=True,
+              help=f"Comma-separated integer seeds, 0 to {SEED_MAX}.")
+@click.option("--profile", type=click.Choice(PROFILES), default="cpu", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="SCOPE.KEY=VALUE",
               help="Override a config value: resnet.lr=3e-4, dataset.size=64 (repeatable).")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (or HARNESS_DATA_DIR).")
 @click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 @click.option("--experiment", help="Experiment name: results go to RUNS_DIR/EXPERIMENT (default: the datasets).")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+@click.option("--executor", type=click.Choice(sorted(EXECUTORS)), default="local", show_default=True,
               help="local: one trial after another in this process; ray: Ray Tune trials in parallel.")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, or auto.")
-@click.option("--threads", type=int, help="torch threads per trial (default: all cores; ray: --cpus-per-trial).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, mps, or auto.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="torch threads per trial (default: all cores; ray: --cpus-per-trial).")
 @click.option("--no-onnx", is_flag=True, help="Do not time ONNX Runtime (torch latency only).")
+@click.option("--no-save-model", is_flag=True, help="Do not keep each trial's model in its folder (model/).")
 @click.option("--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="ray: CPUs each trial reserves (also its torch thread count).")
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=0.0, show_default=True,
@@ -88,83 +95,77 @@ def main(ctx: click.Context, plugins: tuple[str, ...], blocked: tuple[str, ...])
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help="Also load this plugin module.")
 @click.option("--block-plugin", "blocked", multiple=True, metavar="NAME", help="Do not load this plugin.")
 @click.pass_context
-def run(ctx, config_file, methods, datasets, samplers, seeds, profile, overrides, data_dir, runs_dir, experiment,
-        executor, device, threads, no_onnx, cpus_per_trial, gpus_per_trial, max_concurrent, address, ray_storage,
-        dry_run, plugins, blocked):
+def run(ctx, **options):
     """Run methods x datasets x samplers x seeds, then print the leaderboard.
 
     Finished trials are skipped, so running the same command again resumes an interrupted run.
     With --config FILE the experiment comes from a TOML file; flags given explicitly override it.
     """
-    from harness.results import leaderboard
     from harness.run.config import parse_overrides
-    from harness.run.latency import LatencySettings
-    from harness.run.runner import RunSettings
-    from harness.run.trial import Experiment, expand
+    from harness.run.request import RunRequest, execute
 
-    ctx.obj["plugins"] += tuple(plugins)
-    ctx.obj["blocked"] += tuple(blocked)
-    override_table = parse_overrides(list(overrides))
-    if config_file is not None:
+    ctx.obj["plugins"] += tuple(options.pop("plugins"))
+    ctx.obj["blocked"] += tuple(options.pop("blocked"))
+    overrides = parse_overrides(list(options["overrides"]))
+    if options["config_file"] is not None:
         from harness.run.experiment_config import merge_overrides
 
-        values, file_overrides = _apply_config_file(ctx, config_file)
-        (methods, datasets, samplers, seeds, profile, data_dir, runs_dir, experiment, executor, device, threads,
-         no_onnx, cpus_per_trial, gpus_per_trial, max_concurrent, address, ray_storage) = (
-            values[k] for k in ("methods", "datasets", "samplers", "seeds", "profile", "data_dir", "runs_dir",
-                                "experiment", "executor", "device", "threads", "no_onnx", "cpus_per_trial",
-                                "gpus_per_trial", "max_concurrent", "address", "ray_storage"))
-        override_table = merge_overrides(file_overrides, override_table)
+        options, file_overrides = _apply_config_file(ctx, options["config_file"])
+        overrides = merge_overrides(file_overrides, overrides)
     _, registry = _registry(ctx)
-    try:
-        seed_list = tuple(int(s) for s in _csv(seeds))
-    except ValueError:
-        raise HarnessError(f"--seeds expects comma-separated integers like 0,1,2; found {seeds!r}") from None
-    method_list = _csv(methods) or tuple(sorted(registry.methods))
-    dataset_list = _csv(datasets)
-    name = experiment or "-".join(dataset_list)
-    exp = Experiment(
-        methods=method_list, datasets=dataset_list, samplers=_csv(samplers), seeds=seed_list,
-        profile=profile, overrides=override_table, name=name,
-    )
-    trials = expand(exp, registry)
-    settings = RunSettings(
-        runs_dir=runs_dir, data_dir=data_dir, plugins=ctx.obj["plugins"], blocked=ctx.obj["blocked"],
-        device=device, threads=threads, latency=LatencySettings(onnx=not no_onnx),
-    )
-    click.echo(f"{len(trials)} trial(s) -> {runs_dir / name}")
-    if dry_run:
-        _print_trials(trials, Path(runs_dir))
+    request = RunRequest.from_options(options, overrides=overrides, plugins=ctx.obj["plugins"],
+                                      blocked=ctx.obj["blocked"])
+    experiment, trials = request.plan(registry)
+    click.echo(f"{len(trials)} trial(s) -> {request.root}")
+    if request.dry_run:
+        _print_trials(trials, Path(request.runs_dir))
         return
-    _record_experiment(Path(runs_dir) / name, exp, _command_line(click.get_current_context()))
-    if executor == "ray":
-        from harness.run.executors.ray import RayOptions, run_ray
+    summary = execute(request, experiment, trials, command=_command_line(click.get_current_context()))
+    _print_outcome(request.root, summary)
+    sys.exit(summary.exit_code)
 
-        options = RayOptions(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                             max_concurrent=max_concurrent, address=address, storage=ray_storage)
-        summary = run_ray(trials, settings, options)
-    else:
-        from harness.run.executors.local import run_local
 
-        summary = run_local(trials, settings)
-    root = Path(runs_dir) / name
-    board = leaderboard.write(root)
-    click.echo("")
-    click.echo(leaderboard.to_text(board))
+def _print_outcome(root: Path, summary) -> None:
+    """The leaderboard, the counts, the failures and the report of a finished ``harness run``: the runs folder is
+    read and summarised once, for the terminal table, ``leaderboard.md`` and the report."""
+    from harness.report import load_summary, to_text, write_leaderboard, write_report
+
+    try:
+        board = load_summary(root, _report_settings())
+    except Exception as exc:  # the results are safe on disk; `harness report` can be re-run on them
+        board = None
+        click.echo(f"warning: the leaderboard could not be computed ({type(exc).__name__}: {exc}); "
+                   f"the results are in {root}; retry with `harness report {root}`", err=True)
+    if board is not None:
+        write_leaderboard(board, root)
+        click.echo("")
+        click.echo(to_text(board))
     click.echo(f"{len(summary.ok)} ok, {len(summary.skipped)} skipped (done before), {len(summary.failed)} failed. "
                f"Leaderboard: {root / 'leaderboard.md'}")
     for key in summary.failed:
         click.echo(f"  failed: {key}: {summary.errors.get(key, '')} (see {root / key / 'result.json'})", err=True)
-    from harness.report import write_report
-
+    if board is None:
+        return
     try:
-        written = write_report(root, root / "report")
+        written = write_report(root, root / "report", summary=board)
         click.echo(f"Report: {written['index.html']} (and leaderboard.md, results.parquet next to it)")
-        _echo_mixed_settings(root)
+        _echo_warnings(board)
     except Exception as exc:  # the results are safe on disk; `harness report` can be re-run on them
         click.echo(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
                    f"the results are in {root}; retry with `harness report {root}`", err=True)
-    sys.exit(summary.exit_code)
+
+
+def _report_settings(**values):
+    """The statistics' settings: the run's headline metric (harness.run.settings) unless given."""
+    from harness.results.summary import Settings
+
+    return Settings(**{"headline": HEADLINE_METRIC, **{k: v for k, v in values.items() if v is not None}})
+
+
+def _echo_warnings(summary) -> None:
+    """The summary's warnings on stderr (pooled settings or versions, unreadable results, refused pairings...)."""
+    for warning in summary.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def _apply_config_file(ctx: click.Context, config_file: Path) -> tuple[dict, dict]:
@@ -177,7 +178,7 @@ def _apply_config_file(ctx: click.Context, config_file: Path) -> tuple[dict, dic
     parsed = load_experiment(config_file)
     explicit = {name for name in ctx.params
                 if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
-    values = merge_options(ctx.params, explicit, parsed)
+    values = merge_options({k: v for k, v in ctx.params.items() if k not in ("plugins", "blocked")}, explicit, parsed)
     params = {p.name: p for p in ctx.command.params}
     for key in parsed.options:
         if key in explicit:
@@ -190,6 +191,14 @@ def _apply_config_file(ctx: click.Context, config_file: Path) -> tuple[dict, dic
     if parsed.plugins:
         ctx.obj["plugins"] = tuple(dict.fromkeys([*ctx.obj["plugins"], *parsed.plugins]))
     return values, parsed.overrides
+
+
+def _record_experiment(root: Path, exp, command: str) -> None:
+    """``RUNS_DIR/EXPERIMENT/experiment.json`` (see :func:`harness.run.request.record_experiment`; this name is
+    kept for code that recorded experiments through the CLI module)."""
+    from harness.run.request import record_experiment
+
+    record_experiment(root, exp, command)
 
 
 def _print_trials(trials, runs_dir: Path) -> None:
@@ -230,40 +239,19 @@ def _command_line(ctx: click.Context) -> str:
     return shlex.join(["harness", *parent, ctx.info_name, *args(ctx)])
 
 
-def _record_experiment(root: Path, exp, command: str) -> None:
-    """``RUNS_DIR/EXPERIMENT/experiment.json``: the command lines that produced the experiment (kept
-    across resumed or extended runs), for reports to say how to reproduce them."""
-    from harness import __version__
-    from harness.run.runner import git_commit
-    from harness.store import atomic_write_json
-
-    path = root / "experiment.json"
-    try:
-        previous = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, json.JSONDecodeError):
-        previous = {}
-    commands = [c for c in previous.get("commands", []) if c != command] + [command]
-    atomic_write_json(path, {
-        "name": exp.name, "command": command, "commands": commands, "methods": list(exp.methods),
-        "datasets": list(exp.datasets), "samplers": list(exp.samplers), "seeds": list(exp.seeds),
-        "profile": exp.profile, "overrides": exp.overrides, "harness_version": __version__,
-        "git_commit": git_commit(),
-    })
-
-
 @main.command()
 @click.option("--method", required=True, help="The method to tune (its MethodSpec.search_space is searched).")
 @click.option("--dataset", required=True, help="The dataset to tune on (train split; scored on val only).")
 @click.option("--samples", type=click.IntRange(min=1), default=8, show_default=True, help="Configurations to try.")
 @click.option("--scheduler", type=click.Choice(["asha", "fifo"]), default="asha", show_default=True,
               help="asha: stop poor samples early on the reported epochs; fifo: run every sample to the end.")
-@click.option("--metric", default="val_macro_f1", show_default=True,
-              help="Validation metric to optimise (val_macro_f1, val_accuracy, val_balanced_accuracy).")
+@click.option("--metric", default=f"val_{HEADLINE_METRIC}", show_default=True,
+              help="Validation metric to optimise: val_ + a registered metric (val_balanced_accuracy, ...).")
 @click.option("--mode", type=click.Choice(["max", "min"]), default="max", show_default=True)
-@click.option("--profile", type=click.Choice(["smoke", "cpu", "paper"]), default="cpu", show_default=True)
+@click.option("--profile", type=click.Choice(PROFILES), default="cpu", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="SCOPE.KEY=VALUE",
               help="Fixed overrides (kept in the written config): resnet.epochs=20, dataset.size=64.")
-@click.option("--sampler", default="uniform", show_default=True, help="Training sampler while tuning.")
+@click.option("--sampler", default=DEFAULT_SAMPLER, show_default=True, help="Training sampler while tuning.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Training seed of every sample.")
 @click.option("--search-seed", type=int, default=0, show_default=True, help="Seed of the random search.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (or HARNESS_DATA_DIR).")
@@ -279,60 +267,23 @@ def _record_experiment(root: Path, exp, command: str) -> None:
 @click.option("--address", help="Join this Ray cluster (HEAD_IP:6379); default: a local Ray instance.")
 @click.option("--ray-storage", type=click.Path(path_type=Path), help="Ray's experiment state (default ~/ray_results).")
 @click.pass_context
-def tune(ctx, method, dataset, samples, scheduler, metric, mode, profile, overrides, sampler, seed, search_seed,
-         data_dir, out_file, run_seeds, device, cpus_per_trial, gpus_per_trial, max_concurrent, grace_period,
-         address, ray_storage):
+def tune(ctx, **options):
     """Search a method's hyperparameters with Ray Tune (ASHA) on validation scores; write the best to TOML.
 
     \b
     harness tune --method resnet --dataset retinamnist --data-dir ../shared/data --samples 16
     harness run --config tune-resnet-retinamnist.toml
     """
-    from harness.run.config import parse_overrides
-    from harness.run.executors.ray import RayOptions
-    from harness.run.experiment_config import dump_experiment
-    from harness.run.runner import RunSettings
-    from harness.run.tuning import base_trial, tune_method
+    from harness.run.request import TuneRequest
+    from harness.run.request import tune as run_tune
 
     _, registry = _registry(ctx)
-    spec = registry.get("methods", method)
-    registry.get("datasets", dataset)
-    try:
-        seeds_out = [int(s) for s in _csv(run_seeds)]
-    except ValueError:
-        raise HarnessError(f"--run-seeds expects comma-separated integers; found {run_seeds!r}") from None
-    fixed = parse_overrides(list(overrides))
-    trial = base_trial(method, dataset, sampler=sampler, seed=seed, profile=profile, overrides=fixed,
-                       registry=registry)
-    settings = RunSettings(runs_dir=Path("runs"), data_dir=data_dir, plugins=ctx.obj["plugins"],
-                           blocked=ctx.obj["blocked"], device=device)
-    options = RayOptions(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                         max_concurrent=max_concurrent, address=address, storage=ray_storage)
-    click.echo(f"tuning {method} on {dataset} ({profile}): {samples} sample(s) of "
-               f"{', '.join(spec.search_space) or '(no search space)'}; {scheduler}, {mode} {metric}")
-    outcome = tune_method(trial, spec, settings, samples=samples, metric=metric, mode=mode, scheduler=scheduler,
-                          grace_period=grace_period, options=options, seed=search_seed)
-    out_file = out_file or Path(f"tune-{method}-{dataset}.toml")
-    values = {
-        "experiment": f"{dataset}-{method}-tuned",
-        "methods": [method],
-        "datasets": [dataset],
-        "samplers": [sampler],
-        "seeds": seeds_out,
-        "profile": profile,
-        "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None,
-        "plugins": list(ctx.obj["plugins"]) or None,
-    }
-    table = {scope: dict(v) for scope, v in fixed.items()}
-    table.setdefault(method, {}).update(outcome.best_config)
-    header = [
-        f"Written by: harness tune --method {method} --dataset {dataset} --samples {samples} "
-        f"--scheduler {scheduler} --profile {profile}",
-        f"Best {outcome.metric} (validation) = {outcome.best_score:.4f} over {samples} sample(s); "
-        f"Ray state: {outcome.storage}",
-    ]
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(dump_experiment(values, table, header))
+    request = TuneRequest.from_options(options, plugins=ctx.obj["plugins"], blocked=ctx.obj["blocked"])
+    spec = registry.get("methods", request.method)
+    click.echo(f"tuning {request.method} on {request.dataset} ({request.profile}): {request.samples} sample(s) of "
+               f"{', '.join(spec.search_space) or '(no search space)'}; {request.scheduler}, {request.mode} "
+               f"{request.metric}")
+    outcome, out_file = run_tune(request, registry)
     for error in outcome.errors:
         click.echo(f"warning: a sample failed: {error}", err=True)
     click.echo(f"best {outcome.metric} = {outcome.best_score:.4f} with "
@@ -407,16 +358,58 @@ def plugins(ctx, as_json):
         click.echo(f"{failure['name']:<16} FAILED: {failure['error']}")
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--only", metavar="NAMES", help="Test only what these plugins register (comma-separated names; "
+                                               "default: the --plugin modules, or every plugin).")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help="Also load (and test) this plugin module.")
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def conformance(ctx, only, plugins, pytest_args):
+    """Run the conformance suite on registered plugins: every dataset, method, sampler and metric through its
+    contract at the smallest size (extra arguments go to pytest, e.g. -x -k resnet).
+
+    \b
+    harness --plugin my_plugin conformance        a plugin module under development
+    harness conformance --only example            an installed plugin, by its entry-point name
+    """
+    from harness.conformance import run as run_suite
+
+    sys.exit(run_suite(plugins=(*ctx.obj["plugins"], *plugins), only=_csv(only), pytest_args=tuple(pytest_args),
+                       blocked=ctx.obj["blocked"]))
+
+
+_STATS_OPTIONS = [
+    click.option("--bootstrap", type=click.IntRange(min=100), default=2000, show_default=True,
+                 help="Image resamples of the two-level paired bootstrap."),
+    click.option("--correction", type=click.Choice(["holm", "bh"]), default="holm", show_default=True,
+                 help="Multiple-comparison correction across a table's comparisons: Holm or Benjamini-Hochberg."),
+    click.option("--headline", help="Metric to rank and test on (default: the run settings' headline, macro_f1)."),
+    click.option("--improving-margin", type=click.FloatRange(min=0), default=0.01, show_default=True,
+                 help="A trial is 'still improving' when its best validation headline score in the last fifth of "
+                      "its budget beats the best before by more than this."),
+]
+
+
+def _stats_options(command):
+    for option in reversed(_STATS_OPTIONS):
+        command = option(command)
+    return command
+
+
 @main.command("leaderboard")
 @click.argument("runs_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-def leaderboard_cmd(runs_dir):
-    """Aggregate the results under RUNS_DIR into a ranked table (also written as .md and .parquet)."""
-    from harness.results import leaderboard
+@_stats_options
+def leaderboard_cmd(runs_dir, bootstrap, correction, headline, improving_margin):
+    """Aggregate the results under RUNS_DIR into a ranked table (also written as .md and .parquet), with the
+    same statistics and warnings as `harness report`."""
+    from harness.report import load_summary, to_text, write_leaderboard
 
-    board = leaderboard.write(runs_dir)
-    click.echo(leaderboard.to_text(board))
-    click.echo(f"Written: {runs_dir / 'leaderboard.md'}" + ("" if board.is_empty() else
-                                                            f", {runs_dir / 'leaderboard.parquet'}"))
+    summary = load_summary(runs_dir, _report_settings(replicates=bootstrap, correction=correction, headline=headline,
+                                                      improving_margin=improving_margin))
+    written = write_leaderboard(summary, runs_dir)
+    click.echo(to_text(summary))
+    click.echo("Written: " + ", ".join(str(p) for p in written.values()))
+    _echo_warnings(summary)
 
 
 @main.command("report")
@@ -424,42 +417,37 @@ def leaderboard_cmd(runs_dir):
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Output folder (default: RUNS_DIR/report).")
 @click.option("--title", help="Page title (default: 'Leaderboard: <RUNS_DIR name>').")
-@click.option("--bootstrap", type=click.IntRange(min=100), default=2000, show_default=True,
-              help="Paired bootstrap resamples.")
+@_stats_options
 @click.option("--methods", help="Only these methods (comma-separated), e.g. an ablation's rows.")
 @click.option("--datasets", help="Only these datasets (comma-separated).")
 @click.option("--samplers", help="Only these samplers (comma-separated).")
 @click.pass_context
-def report_cmd(ctx, runs_dir, out_dir, title, bootstrap, methods, datasets, samplers):
+def report_cmd(ctx, runs_dir, out_dir, title, bootstrap, correction, headline, improving_margin, methods, datasets,
+               samplers):
     """Publish the results under RUNS_DIR: leaderboard.md, a self-contained index.html, results.parquet.
 
-    Mean and 95% CI over seeds, paired tests (bootstrap of Macro-F1, McNemar) against the top method,
-    per-class recall, confusion matrices and the Macro-F1 / latency Pareto front. With --methods /
-    --datasets / --samplers the report covers that selection (the paired tests are against its top).
+    Mean and 95% CI over seeds; against each dataset's top method the two-level paired bootstrap (test images
+    and training seeds), adjusted for the table's comparisons, with rank bands; the t-test over seeds and
+    McNemar per seed as secondary tests; per-class recall, confusion matrices, learning curves, the
+    quality / latency Pareto front, and for 2+ datasets Friedman / Nemenyi with a critical-difference
+    diagram. With --methods / --datasets / --samplers the report covers that selection (the paired tests
+    are against its top).
     """
-    from harness.report import write_report
-    from harness.store import iter_results
+    from harness.report import load_summary, write_report
 
     only = {field: set(_csv(value)) for field, value in
             (("method", methods), ("dataset", datasets), ("sampler", samplers)) if value}
-    if only and not any(r.get("status") == "ok" for _, r in iter_results(runs_dir, only)):
+    summary = load_summary(runs_dir, _report_settings(replicates=bootstrap, correction=correction, headline=headline,
+                                                      improving_margin=improving_margin), only or None)
+    if only and summary.board.is_empty():
         raise click.UsageError(f"no finished trial under {runs_dir} matches the selection "
                                + "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in only.items())
                                + " (see `harness leaderboard RUNS_DIR` for what is there)")
-    written = write_report(runs_dir, out_dir or runs_dir / "report", title=title,
-                           report_command=_command_line(ctx), replicates=bootstrap, only=only or None)
+    written = write_report(runs_dir, out_dir or runs_dir / "report", title=title, report_command=_command_line(ctx),
+                           summary=summary)
     for path in written.values():
         click.echo(f"Written: {path}")
-    _echo_mixed_settings(runs_dir, only or None)
-
-
-def _echo_mixed_settings(runs_dir: Path, only=None) -> None:
-    """Say on stderr which leaderboard rows pool trials of different settings or repeated seeds."""
-    from harness.report import mixed_settings
-    from harness.store import iter_results
-
-    for warning in mixed_settings([r for _, r in iter_results(runs_dir, only) if r.get("status") == "ok"]):
-        click.echo(f"warning: {warning}", err=True)
+    _echo_warnings(summary)
 
 
 if __name__ == "__main__":

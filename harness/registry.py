@@ -186,7 +186,7 @@ class PluginManager:
                     )
         return registry
 
-    def notify_trial_finished(self, trial: Any, result: dict) -> list[str]:
+    def notify_trial_finished(self, trial: Any, result: Any) -> list[str]:
         """Call ``trial_finished`` on every plugin; return the errors (which never fail the trial)."""
         errors = []
         for impl in self.pm.hook.trial_finished.get_hookimpls():
@@ -204,10 +204,12 @@ def load_plugins(
     *,
     entry_points_enabled: bool = True,
     objects: Iterable[tuple[str, Any]] = (),
+    honour_env_block: bool = True,
 ) -> PluginManager:
-    """A plugin manager with every plugin loaded (entry points, HARNESS_PLUGINS, ``extra_modules``)."""
+    """A plugin manager with every plugin loaded (entry points, HARNESS_PLUGINS, ``extra_modules``) except the
+    ``blocked`` ones and, unless ``honour_env_block`` is False, those named in HARNESS_BLOCK_PLUGINS."""
     manager = PluginManager()
-    manager.block([*_split_names(os.environ.get(ENV_BLOCK)), *blocked])
+    manager.block([*(_split_names(os.environ.get(ENV_BLOCK)) if honour_env_block else []), *blocked])
     if entry_points_enabled:
         manager.load_entry_points()
     for module_path in _split_names(os.environ.get(ENV_PLUGINS)):

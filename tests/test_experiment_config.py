@@ -233,3 +233,68 @@ def test_search_space_problems_are_named(space, message):
     spec = MethodSpec(name="m", description="", config=TrainConfig, fit=lambda *a: None, search_space=space)
     problems = search_space_problems(spec)
     assert len(problems) == 1 and message in problems[0], problems
+
+
+# ------------------------------------------------------------- ranges, refused before any trial starts
+
+
+@pytest.mark.parametrize("seeds, message", [
+    ("-1", "a seed must be an integer from 0 to 4294967295; found -1"),
+    ("100000000000000000000000", "a seed must be an integer from 0 to 4294967295; found 100000000000000000000000"),
+    ("1e23", "--seeds expects comma-separated integers from 0 to 4294967295, like 0,1,2; found '1e23'"),
+    ("", "--seeds is empty"),
+    (" , ", "--seeds is empty"),
+])
+def test_bad_seeds_are_refused_before_anything_runs(seeds, message, cli, tmp_path):
+    result = cli("run", "--methods", "resnet", "--seeds", seeds, "--runs-dir", str(tmp_path), "--profile", "smoke")
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not list(tmp_path.rglob("*.json"))  # nothing started, not even experiment.json
+
+
+def test_bad_seeds_in_a_file_and_for_tune(cli, tmp_path):
+    path = _write(tmp_path / "exp.toml", 'seeds = [0, -3]\nmethods = ["resnet"]\n')
+    result = cli("run", "--config", str(path), "--dry-run")
+    assert result.exit_code == 2 and "found -3" in result.output
+    result = cli("tune", "--method", "resnet", "--dataset", "synthetic", "--run-seeds", "")
+    assert result.exit_code == 2 and "--run-seeds is empty" in result.output
+    result = cli("tune", "--method", "resnet", "--dataset", "synthetic", "--seed", "-2")
+    assert result.exit_code == 2 and "--seed: a seed must be an integer from 0 to 4294967295" in result.output
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "cuda:", "CPU", "tpu:0"])
+def test_bad_device_names_are_refused(device, cli, tmp_path):
+    result = cli("run", "--methods", "resnet", "--device", device, "--dry-run", "--runs-dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert f"--device must be one of cpu, cuda, cuda:N, mps or auto; found {device!r}" in result.output
+
+
+def test_a_device_this_machine_lacks_is_refused_before_any_trial(cli, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = cli("run", "--methods", "resnet", "--device", "cuda", "--runs-dir", str(tmp_path), "--profile", "smoke")
+    assert result.exit_code == 2
+    assert "--device cuda: torch sees no CUDA GPU on this machine" in result.output
+    assert not list(tmp_path.rglob("result.json")) and not list(tmp_path.rglob("experiment.json"))
+    # a dry run only lists, and a cluster's workers may have the GPU the driver lacks
+    assert cli("run", "--methods", "resnet", "--device", "cuda:1", "--dry-run", "--runs-dir", str(tmp_path)).exit_code == 0
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("dataset.size=4", "dataset 'synthetic': invalid config: size must be at least 8 and at most 1024; found 4"),
+    ("synthetic.size=0", "size must be at least 8 and at most 1024; found 0"),
+    ("dataset.size=100000", "size must be at least 8 and at most 1024; found 100000"),
+    ("resnet.epochs=-3", "epochs must be at least 1; found -3"),
+    ("resnet.batch_size=0", "batch_size must be at least 1; found 0"),
+])
+def test_out_of_range_options_are_refused_naming_field_and_range(setting, message, cli, tmp_path):
+    result = cli("run", "--methods", "resnet", "--set", setting, "--dry-run", "--runs-dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert message in result.output, result.output
+
+
+def test_no_save_model_from_a_file(tmp_path):
+    parsed = parse_experiment({"no_save_model": True}, tmp_path)
+    assert parsed.options == {"no_save_model": True}

@@ -18,7 +18,7 @@ import harness.toolkit.training  # noqa: E402
 import plugins.iois.model as model  # noqa: E402
 import plugins.iois.train as impl  # noqa: E402
 from harness import DatasetRequest, DataSplits, HarnessError, Split, TrialContext  # noqa: E402
-from harness.run.config import config_from_dict, resolve_method_config  # noqa: E402
+from harness.run.config import config_from_dict, data_protocol_warnings, resolve_method_config  # noqa: E402
 from harness.run.runner import cached_plugins, scorer  # noqa: E402
 from harness.toolkit.cache import ArtefactCache  # noqa: E402
 from plugins.datasets import synthetic  # noqa: E402
@@ -375,4 +375,7 @@ def test_harness_run_diffmic_and_iois_on_an_aptos_tree(tmp_path, cli):
     assert sorted(r["method"] for r in results) == ["diffmic", "iois"]
     assert all(r["status"] == "ok" and r["protocol"] == "iois" for r in results)
     iois = next(r for r in results if r["method"] == "iois")
-    assert iois["notes"]["generator_cached"] is False and "warnings" not in iois  # the paper's split: no warning
+    assert iois["notes"]["generator_cached"] is False and not iois.get("warnings")  # the paper's split: no warning
+    spec = cached_plugins((), ())[1].get("methods", "iois")
+    other_split = data_protocol_warnings(spec, "smoke", "aptos", {"split": "diffmic"})
+    assert len(other_split) == 1 and "split='iois'" in other_split[0]

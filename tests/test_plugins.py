@@ -174,7 +174,7 @@ def test_trial_finished_observer_sees_ok_and_failed_trials(tmp_path):
     class Observer:
         @hookimpl
         def trial_finished(self, result):  # a subset of the hook's arguments is fine
-            seen.append((result["method"], result["status"]))
+            seen.append((result.method, result.status, result["method"]))  # item access: observers of schema 1
 
         @hookimpl
         def register_methods(self, register):
@@ -187,4 +187,30 @@ def test_trial_finished_observer_sees_ok_and_failed_trials(tmp_path):
     settings = RunSettings(runs_dir=tmp_path, latency=LatencySettings(onnx=False))
     for trial in expand(exp, registry):
         run_trial(trial, settings, registry=registry, manager=manager, reporter=lambda **_: None)
-    assert seen == [("constant", "ok"), ("always-fails", "failed")]
+    assert seen == [("constant", "ok", "constant"), ("always-fails", "failed", "always-fails")]
+
+
+def test_an_observer_that_raises_is_printed_and_recorded(tmp_path, capsys):
+    from harness.contract.result import TrialResult
+    from harness.run.latency import LatencySettings
+    from harness.run.runner import RunSettings, run_trial
+    from harness.run.trial import Experiment, expand
+    from tests import failing_plugin
+
+    class Broken:
+        @hookimpl
+        def trial_finished(self, trial, result):
+            raise ValueError(f"cannot log {trial.method}")
+
+    manager = load_plugins(objects=[("failing", failing_plugin), ("broken-observer", Broken())])
+    registry = manager.build_registry()
+    exp = Experiment(methods=("constant",), datasets=("synthetic",), profile="smoke",
+                     overrides={"synthetic": {"size": 16, "n_train": 70, "n_val": 35, "n_test": 35}})
+    (trial,) = expand(exp, registry)
+    result = run_trial(trial, RunSettings(runs_dir=tmp_path, latency=LatencySettings(onnx=False)), registry=registry,
+                       manager=manager, reporter=lambda **_: None)
+    assert result.ok  # an observer never changes the trial's status
+    message = "plugin 'broken-observer' trial_finished: ValueError: cannot log constant"
+    assert result.observer_errors == [message]
+    assert TrialResult.read(tmp_path / trial.experiment / trial.key / "result.json").observer_errors == [message]
+    assert message in capsys.readouterr().err

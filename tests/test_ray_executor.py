@@ -57,6 +57,7 @@ def test_ray_matches_local_resumes_and_reports_epochs(tmp_path, cli, ray_session
     by_ray = _records(tmp_path / "runs" / "synthetic")
     assert len(by_ray) == 4 and all(r["status"] == "ok" for r in by_ray.values())
     assert all(r["latency"]["threads"] == 1 for r in by_ray.values())  # torch threads = the CPU share
+    assert all(r["model"]["bytes"] > 0 for r in by_ray.values())  # workers keep the models in the same store
 
     local = cli(*common, "--executor", "local", "--threads", "1", "--runs-dir", str(tmp_path / "local"))
     assert local.exit_code == 0, local.output
@@ -126,6 +127,8 @@ def test_tune_writes_a_config_that_run_accepts(tmp_path, cli, ray_session):
     rows = [json.loads(line) for path in (tmp_path / "ray").rglob("result.json")
             for line in path.read_text().splitlines() if line.strip()]
     assert rows and not any(k.startswith("test_") for row in rows for k in row)
+    finals = [row for row in rows if row.get("final")]
+    assert finals and all({"val_macro_f1", "val_mcc", "val_balanced_accuracy"} <= set(row) for row in finals)  # ctx.score
     best = max(row["val_macro_f1"] for row in rows if "val_macro_f1" in row)
     assert f"= {best:.4f}" in result.output
 

@@ -40,8 +40,8 @@ def register_datasets(register):
     Called once, when the plugin manager builds its registry (on the first ``harness list`` or
     ``harness run`` of a process), before any data is loaded.
 
-    :param register: call ``register(spec)`` with a :class:`harness.contract.specs.DatasetSpec` for each
-        dataset. Two specs with the same name (from this or another plugin) are an error that names
+    :param Callable[[DatasetSpec], None] register: call ``register(spec)`` with a
+        :class:`harness.contract.specs.DatasetSpec` for each dataset. Two specs with the same name (from this or another plugin) are an error that names
         both plugins.
     :return: nothing; the return value is ignored.
     """
@@ -55,8 +55,8 @@ def register_methods(register):
     string) is only resolved when a trial of the method runs, so the module implementing the
     hook should not import torch at import time.
 
-    :param register: call ``register(spec)`` with a :class:`harness.contract.specs.MethodSpec` for each
-        method.
+    :param Callable[[MethodSpec], None] register: call ``register(spec)`` with a
+        :class:`harness.contract.specs.MethodSpec` for each method.
     :return: nothing.
     """
 
@@ -69,7 +69,9 @@ def register_samplers(register):
     (``--samplers``): a method that trains on batches asks ``ctx.make_sampler(labels)`` for the
     order of each epoch.
 
-    :param register: call ``register(spec)`` with a :class:`harness.contract.specs.SamplerSpec`.
+    :param Callable[[SamplerSpec], None] register: call ``register(spec)`` with a
+        :class:`harness.contract.specs.SamplerSpec` (whose ``build`` returns a
+        :class:`harness.contract.specs.Sampler`).
     :return: nothing.
     """
 
@@ -82,7 +84,8 @@ def register_metrics(register):
     the full test predictions (never averaged over batches) and stored under its name in
     ``result.json``.
 
-    :param register: call ``register(spec)`` with a :class:`harness.contract.specs.MetricSpec`.
+    :param Callable[[MetricSpec], None] register: call ``register(spec)`` with a
+        :class:`harness.contract.specs.MetricSpec`.
     :return: nothing.
     """
 
@@ -92,9 +95,12 @@ def trial_finished(trial, result):
     """Observe a finished trial (an ``ok`` or a ``failed`` one).
 
     Called by the runner in the process that ran the trial, right after ``result.json`` has been
-    written. Exceptions raised here are logged and do not change the trial's status.
+    written. Exceptions raised here are printed and recorded in the result's ``observer_errors``
+    (``result.json`` is written again with them); they do not change the trial's status.
 
-    :param trial: the :class:`harness.run.trial.Trial` that ran.
-    :param result: the result record (a dict, as written to ``result.json``).
+    :param Trial trial: the :class:`harness.run.trial.Trial` that ran.
+    :param TrialResult result: the :class:`harness.contract.result.TrialResult` written to ``result.json``
+        (``result.status``, ``result.metrics``, ...; item access ``result["metrics"]`` also works, for
+        observers written when the record was a dict). Read it; do not change it.
     :return: nothing.
     """

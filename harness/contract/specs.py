@@ -13,13 +13,16 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from harness.errors import HarnessError
 
 PROFILES = ("smoke", "cpu", "paper")
+MIN_IMAGE_SIZE = 8  # the smallest image a dataset may be resized to (a ResNet stem needs a few pixels)
+MAX_IMAGE_SIZE = 1024  # the same bound the file-based datasets state
+PROB_TOLERANCE = 1e-4  # predicted class probabilities must sum to 1 within this, per row
 
 
 def resolve_callable(target: Callable | str, what: str) -> Callable:
@@ -45,12 +48,11 @@ def check_range(name: str, value: Any, *, low: float | None = None, high: float 
         if value not in choices:
             raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; found {value!r}")
         return
-    if low is not None and (value < low or (low_open and value == low)):
-        bound = f"greater than {low}" if low_open else f"at least {low}"
-        raise ValueError(f"{name} must be {bound}" + (f" and at most {high}" if high is not None else "")
-                         + f"; found {value!r}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be at most {high}; found {value!r}")
+    below = low is not None and (value < low or (low_open and value == low))
+    if below or (high is not None and value > high):  # the message states the whole allowed range
+        bounds = [f"greater than {low}" if low_open else f"at least {low}"] if low is not None else []
+        bounds += [f"at most {high}"] if high is not None else []
+        raise ValueError(f"{name} must be {' and '.join(bounds)}; found {value!r}")
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -76,11 +78,68 @@ class Split:
         return len(self.labels)
 
 
+class HiddenSplit:
+    """What ``data.test`` is inside a method's ``fit``: the runner keeps the test split, and touching this one
+    (its images, labels, ids, length, iteration) raises a :class:`HarnessError` naming the method. Every touch
+    is remembered, so a method that catches the error still fails its trial."""
+
+    __slots__ = ("_method", "_touched")
+
+    def __init__(self, method: str):
+        object.__setattr__(self, "_method", method)
+        object.__setattr__(self, "_touched", [])
+
+    @property
+    def touched(self) -> list[str]:
+        """What was asked of it (empty: the method never looked at the test split)."""
+        return object.__getattribute__(self, "_touched")
+
+    def error(self) -> HarnessError:
+        method = object.__getattribute__(self, "_method")
+        return HarnessError(f"method {method!r} read data.test inside fit; a method may select on data.val only "
+                            f"(the harness predicts the test split itself, after fit)")
+
+    def _refuse(self, what: str):
+        object.__getattribute__(self, "_touched").append(what)
+        raise object.__getattribute__(self, "error")()
+
+    def __getattribute__(self, name: str):
+        if name in ("touched", "error", "_refuse", "__class__", "__repr__") or (
+                name.startswith("__") and name.endswith("__") and name not in ("__len__", "__iter__", "__getitem__")):
+            return object.__getattribute__(self, name)
+        object.__getattribute__(self, "_refuse")(name)
+
+    def __setattr__(self, name, value):
+        self._refuse(name)
+
+    def __len__(self):
+        self._refuse("len")
+
+    def __iter__(self):
+        self._refuse("iter")
+
+    def __getitem__(self, item):
+        self._refuse("getitem")
+
+    def __bool__(self):
+        self._refuse("bool")
+
+    def __array__(self, *args, **kwargs):
+        self._refuse("array")
+
+    def __repr__(self) -> str:
+        return "HiddenSplit(the test split: kept by the runner while fit runs)"
+
+    def __reduce__(self):  # a pickled predictor that kept a reference to ``data`` stays picklable
+        return (HiddenSplit, (object.__getattribute__(self, "_method"),))
+
+
 @dataclass(frozen=True)
 class DataSplits:
     """What a dataset's ``load`` returns: train / val / test at the requested size, plus class names.
 
-    ``val`` is always present and never overlaps ``test``: model selection uses ``val`` only.
+    ``val`` is always present and never overlaps ``test``: model selection uses ``val`` only. A method's
+    ``fit`` receives :meth:`without_test`: its ``test`` is a :class:`HiddenSplit` that refuses to be read.
     """
 
     train: Split
@@ -90,6 +149,7 @@ class DataSplits:
     name: str = ""
     protocol: str = "official"
     fingerprint: str | None = None  # a hash of the prepared arrays (labels included): ties results to the data
+    warnings: tuple[str, ...] = ()  # facts about the data a result should carry (absent classes, dropped rows, ...)
 
     @property
     def num_classes(self) -> int:
@@ -103,6 +163,10 @@ class DataSplits:
     def size(self) -> int:
         return int(self.train.images.shape[1])
 
+    def without_test(self, method: str) -> DataSplits:
+        """These splits with ``test`` replaced by a :class:`HiddenSplit` (what ``fit`` receives)."""
+        return dataclasses.replace(self, test=HiddenSplit(method))
+
 
 @dataclass(frozen=True)
 class DatasetOptions:
@@ -113,6 +177,11 @@ class DatasetOptions:
 
     size: int = 28  # images are resized to size x size
     split: str = "official"  # the split protocol, one of DatasetSpec.protocols
+
+    def __post_init__(self):  # subclasses that add options call super().__post_init__() from their own
+        check_range("size", self.size, low=MIN_IMAGE_SIZE, high=MAX_IMAGE_SIZE)
+        if not isinstance(self.split, str) or not self.split:
+            raise ValueError(f"split must be the name of a split protocol; found {self.split!r}")
 
 
 @dataclass(frozen=True)
@@ -198,6 +267,40 @@ class Predictor:
         return {key: np.concatenate(parts) for key, parts in out.items()}
 
 
+def check_probabilities(probs: np.ndarray, *, method: str, rows: int, num_classes: int, split: str = "test",
+                        tolerance: float = PROB_TOLERANCE) -> np.ndarray:
+    """Raise a :class:`HarnessError` naming ``method`` unless ``probs`` is a (rows, num_classes) array of finite,
+    non-negative numbers whose rows sum to 1 within ``tolerance``; returns it as float64 otherwise."""
+    probs = np.asarray(probs)
+    where = f"method {method!r} returned probabilities for the {split} split"
+    if probs.shape != (rows, num_classes):
+        raise HarnessError(f"{where} of shape {probs.shape}; expected ({rows}, {num_classes}): one row per image, "
+                           f"one column per class")
+    if not np.issubdtype(probs.dtype, np.number) or np.issubdtype(probs.dtype, np.complexfloating):
+        raise HarnessError(f"{where} of dtype {probs.dtype}; expected real numbers")
+    probs = probs.astype(np.float64)
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        raise HarnessError(f"{where} that are not finite (NaN or inf) in {_rows(bad)}; e.g. row "
+                           f"{int(np.flatnonzero(bad)[0])}: {np.array2string(probs[bad][0], precision=4)}")
+    bad = (probs < 0).any(axis=1)
+    if bad.any():
+        raise HarnessError(f"{where} that are negative in {_rows(bad)} (smallest {probs.min():.6g}); a predictor "
+                           f"returns probabilities (e.g. softmax of its logits), not scores")
+    sums = probs.sum(axis=1)
+    bad = np.abs(sums - 1.0) > tolerance
+    if bad.any():
+        raise HarnessError(f"{where} whose rows do not sum to 1 within {tolerance:g}: {_rows(bad)}, row sums from "
+                           f"{sums.min():.6g} to {sums.max():.6g}; normalise them (e.g. softmax) in the predictor")
+    return probs
+
+
+def _rows(mask: np.ndarray, shown: int = 8) -> str:
+    index = np.flatnonzero(mask)
+    listed = ", ".join(str(i) for i in index[:shown]) + (", ..." if len(index) > shown else "")
+    return f"{len(index)} of {len(mask)} rows ({listed})"
+
+
 def _broadcast(values: tuple[float, ...], channels: int) -> list[float]:
     values = list(values)
     if len(values) == channels:
@@ -229,11 +332,13 @@ class TrialContext:
     threads: int
     trial_dir: Path  # checkpoints and artefacts go here (``trial_dir / "artefacts"`` is shown in reports)
     reporter: Callable[..., None]  # report(epoch=..., **metrics): console or Ray Tune
-    sampler_factory: Callable[[np.ndarray], Any]  # labels -> Sampler (see SamplerSpec)
+    sampler_factory: Callable[[np.ndarray], Sampler]  # labels -> Sampler (see Sampler, SamplerSpec)
     profile: str = "cpu"
     time_budget_s: float | None = None
     scorer: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None  # the registered metrics
-    headline_metric: str = "macro_f1"  # what the training loop selects checkpoints on (as val_<metric>)
+    # What the training loop selects checkpoints on (as val_<metric>); the runner passes
+    # RunSettings.headline_metric (default in harness/run/settings.py).
+    headline_metric: str = "macro_f1"
     cache_dir: Path | None = None  # the harness cache (--cache-dir / HARNESS_CACHE_DIR): models shared by trials
 
     notes: dict[str, Any] = field(default_factory=dict)  # what the method adds to its result (see ``note``)
@@ -254,7 +359,7 @@ class TrialContext:
         """Report per-epoch numbers, e.g. ``ctx.report(epoch=3, val_macro_f1=0.41, loss=1.2)``."""
         self.reporter(**metrics)
 
-    def make_sampler(self, labels: np.ndarray):
+    def make_sampler(self, labels: np.ndarray) -> Sampler:
         """The experiment's sampler for these training labels (``.indices(epoch, num_epochs, rng)``)."""
         return self.sampler_factory(np.asarray(labels))
 
@@ -301,20 +406,30 @@ class MethodSpec:
 # ------------------------------------------------------------------------------- samplers, metrics
 
 
+@runtime_checkable
+class Sampler(Protocol):
+    """The sampler protocol: what ``SamplerSpec.build(labels)`` returns and ``ctx.make_sampler(labels)`` gives a
+    method. ``indices`` returns the training indices of epoch ``epoch`` (0-based) of ``num_epochs``: a 1-d
+    integer array in ``0 .. len(labels) - 1`` (repeats allowed; its length is the epoch's number of draws),
+    drawn only from ``rng`` so that the same generator state gives the same order."""
+
+    def indices(self, epoch: int, num_epochs: int, rng: np.random.Generator) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class SamplerSpec:
     """A training-batch sampler.
 
-    ``build(labels) -> sampler`` where ``sampler.indices(epoch, num_epochs, rng)`` returns the
+    ``build(labels) -> Sampler`` (see :class:`Sampler`): ``sampler.indices(epoch, num_epochs, rng)`` returns the
     training indices of one epoch (an int array; its length is the epoch's number of samples).
     """
 
     name: str
     description: str
-    build: Callable[[np.ndarray], Any] | str
+    build: Callable[[np.ndarray], Sampler] | str
     source: str = ""
 
-    def build_fn(self) -> Callable[[np.ndarray], Any]:
+    def build_fn(self) -> Callable[[np.ndarray], Sampler]:
         return resolve_callable(self.build, f"sampler {self.name!r} build")
 
 

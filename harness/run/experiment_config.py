@@ -10,8 +10,8 @@ override the file::
     seeds = [0, 1, 2]                      # a list of integers, or "0,1,2"
     profile = "cpu"                        # smoke | cpu | paper
     data_dir = "../../../shared/data"      # relative paths are relative to this file
-    # runs_dir, executor, device, threads, no_onnx, cpus_per_trial, gpus_per_trial, max_concurrent,
-    # address, ray_storage: as the flags of the same name
+    # runs_dir, executor, device, threads, no_onnx, no_save_model, cpus_per_trial, gpus_per_trial,
+    # max_concurrent, address, ray_storage: as the flags of the same name
     plugins = ["mypkg.myplugin"]           # loaded in addition to --plugin
 
     [overrides.resnet]                     # the same as --set resnet.lr=0.001 --set resnet.epochs=30
@@ -42,8 +42,8 @@ from harness.errors import HarnessError
 
 LIST_KEYS = ("methods", "datasets", "samplers")
 PATH_KEYS = ("data_dir", "runs_dir", "ray_storage")
-SCALAR_KEYS = ("profile", "experiment", "executor", "device", "threads", "no_onnx", "cpus_per_trial",
-               "gpus_per_trial", "max_concurrent", "address")
+SCALAR_KEYS = ("profile", "experiment", "executor", "device", "threads", "no_onnx", "no_save_model",
+               "cpus_per_trial", "gpus_per_trial", "max_concurrent", "address")
 ALIASES = {"name": "experiment", "method": "methods", "dataset": "datasets", "sampler": "samplers"}
 KNOWN_KEYS = (*LIST_KEYS, "seeds", *PATH_KEYS, *SCALAR_KEYS, "plugins", "overrides")
 

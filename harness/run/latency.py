@@ -49,8 +49,11 @@ def _summary(prefix: str, suffix: str, times: list[float], batch: int) -> dict[s
     }
 
 
-def measure(predictor, images: np.ndarray, settings: LatencySettings, workdir: Path | None = None) -> dict:
-    """Latency of ``predictor`` on ``images`` (uint8 NHWC): a dict for ``result.json``."""
+def measure(predictor, images: np.ndarray, settings: LatencySettings, workdir: Path | None = None,
+            keep_onnx: Path | None = None) -> dict:
+    """Latency of ``predictor`` on ``images`` (uint8 NHWC): a dict for ``result.json``. The ONNX graph is
+    exported to ``workdir/model.onnx`` and deleted after timing, or kept at ``keep_onnx`` when given (the
+    trial's saved model)."""
     import torch
 
     batch = int(min(settings.batch, len(images)))
@@ -73,16 +76,18 @@ def measure(predictor, images: np.ndarray, settings: LatencySettings, workdir: P
     if batch != 64:  # keep the documented key present so tables line up
         out["ms_per_image_b64"] = out[f"ms_per_image_b{batch}"]
         out["p95_ms_b64"] = out[f"p95_ms_b{batch}"]
-    if settings.onnx and predictor.exportable and workdir is not None:
-        out.update(_onnx_latency(module, x1, xb, batch, settings, workdir))
+    if settings.onnx and predictor.exportable and (workdir is not None or keep_onnx is not None):
+        path = keep_onnx if keep_onnx is not None else Path(workdir) / "model.onnx"
+        out.update(_onnx_latency(module, x1, xb, batch, settings, path, keep=keep_onnx is not None))
     return out
 
 
-def _onnx_latency(module, x1, xb, batch: int, settings: LatencySettings, workdir: Path) -> dict:
-    """Export to ONNX and time it with ONNX Runtime; any failure is recorded, never raised."""
+def _onnx_latency(module, x1, xb, batch: int, settings: LatencySettings, path: Path, keep: bool = False) -> dict:
+    """Export to ONNX at ``path`` and time it with ONNX Runtime; any failure is recorded, never raised. The
+    file is deleted afterwards unless ``keep`` (and the export and timing succeeded)."""
     import torch
 
-    path = workdir / "model.onnx"
+    ok = False
     try:
         import onnxruntime as ort
 
@@ -105,8 +110,10 @@ def _onnx_latency(module, x1, xb, batch: int, settings: LatencySettings, workdir
                                                    settings.max_repeats_b1, settings.budget_s), 1))
         out.update(_summary("onnx_", f"b{batch}", _timed(lambda: session.run(None, {"x": ab}), 1,
                                                           settings.max_repeats_batch, settings.budget_s), batch))
+        ok = True
         return out
     except Exception as exc:  # export support varies by architecture; timing torch is enough
         return {"onnx_error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     finally:
-        path.unlink(missing_ok=True)
+        if not (keep and ok):
+            path.unlink(missing_ok=True)

@@ -1,8 +1,10 @@
-"""``run_trial``: the one function every executor calls.
+"""``run_trial``: the one function every executor calls, and ``fit_trial``: the one fit path (run and tune).
 
-dataset plugin -> DataSplits -> method.fit -> Predictor -> probabilities on test -> metric plugins,
-then latency, then ``result.json`` and ``predictions.parquet`` written atomically. A trial that raises
-is recorded with status ``failed`` and its traceback; it never takes other trials down with it.
+dataset plugin -> DataSplits -> method.fit(train + val only) -> Predictor -> probabilities on test (checked:
+finite, non-negative, rows summing to 1) -> metric plugins (every required headline metric present), then the
+model kept in ``trial_dir/model/``, latency, and ``result.json`` (a :class:`TrialResult`) and
+``predictions.parquet`` written atomically. A trial that raises is recorded with status ``failed`` and its
+traceback; it never takes other trials down with it.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import os
 import platform
 import random
 import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,45 +26,21 @@ from typing import Any
 import numpy as np
 
 from harness import __version__
-from harness.contract.specs import DatasetRequest, TrialContext
+from harness.contract.result import STATUS_FAILED, STATUS_INTERRUPTED, STATUS_OK, TrialResult
+from harness.contract.specs import DatasetRequest, DataSplits, MethodSpec, Predictor, TrialContext, check_probabilities
 from harness.errors import HarnessError
-from harness.registry import PluginManager, Registry, load_plugins
+from harness.registry import ENV_BLOCK, PluginManager, Registry, load_plugins
+from harness.run import models
 from harness.run.config import config_from_dict, data_protocol_warnings
-from harness.run.latency import LatencySettings
+from harness.run.models import load_predictor
+from harness.run.settings import ENV_CACHE_DIR, ENV_DATA_DIR, RunSettings
 from harness.run.trial import NO_SAMPLER, Trial
-from harness.store import RESULT_SCHEMA, ResultStore, atomic_write_json, atomic_write_parquet
+from harness.store import TRIAL_FILE, ResultStore, atomic_write_json, atomic_write_parquet, write_result
 
-ENV_DATA_DIR = "HARNESS_DATA_DIR"
 CURVE_FILE = "curve.json"  # a trial's learning curve: the list of its per-epoch ctx.report records
-ENV_CACHE_DIR = "HARNESS_CACHE_DIR"
 
-
-@dataclass(frozen=True)
-class RunSettings:
-    """Where things are and how to run; the same for every trial of a run (and picklable for Ray)."""
-
-    runs_dir: Path = Path("runs")
-    data_dir: Path | None = None
-    cache_dir: Path | None = None
-    plugins: tuple[str, ...] = ()
-    blocked: tuple[str, ...] = ()
-    device: str = "auto"
-    threads: int | None = None
-    latency: LatencySettings = field(default_factory=LatencySettings)
-
-    def resolved_data_dir(self) -> Path | None:
-        if self.data_dir is not None:
-            return Path(self.data_dir).expanduser()
-        env = os.environ.get(ENV_DATA_DIR)
-        return Path(env).expanduser() if env else None
-
-    def resolved_cache_dir(self) -> Path:
-        if self.cache_dir is not None:
-            return Path(self.cache_dir).expanduser()
-        env = os.environ.get(ENV_CACHE_DIR)
-        if env:
-            return Path(env).expanduser()
-        return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "harness"
+__all__ = ["CURVE_FILE", "ENV_CACHE_DIR", "ENV_DATA_DIR", "Fitted", "RunSettings", "cached_plugins", "compute_metrics",
+           "fit_trial", "load_predictor", "run_trial", "scorer"]
 
 
 @functools.lru_cache(maxsize=8)
@@ -143,7 +122,7 @@ def _console_reporter(trial: Trial) -> Callable[..., None]:
     return report
 
 
-def load_data(trial: Trial, registry: Registry, settings: RunSettings):
+def load_data(trial: Trial, registry: Registry, settings: RunSettings) -> DataSplits:
     spec = registry.get("datasets", trial.dataset)
     options = config_from_dict(spec.options, trial.options)
     request = DatasetRequest(
@@ -174,6 +153,141 @@ def scorer(registry: Registry):
     return score
 
 
+def sampler_factory(trial: Trial, registry: Registry, settings: RunSettings) -> Callable[[np.ndarray], Any]:
+    """The trial's sampler; a method without a sampler axis (``uses_sampler=False``) that still asks
+    ``ctx.make_sampler`` gets ``settings.default_sampler``, or a clear error if no plugin registers it."""
+    if trial.sampler != NO_SAMPLER:
+        return registry.get("samplers", trial.sampler).build_fn()
+    if settings.default_sampler in registry.samplers:
+        return registry.get("samplers", settings.default_sampler).build_fn()
+
+    def missing(labels):
+        raise HarnessError(f"method {trial.method!r} asked for a sampler, and the default sampler "
+                           f"{settings.default_sampler!r} is not registered (samplers: "
+                           f"{', '.join(sorted(registry.samplers)) or 'none'}); install or unblock the plugin "
+                           f"that provides it")
+
+    return missing
+
+
+def missing_metrics_error(registry: Registry, settings: RunSettings) -> HarnessError | None:
+    """None when every required headline metric is registered; otherwise the error a trial fails with, naming
+    the missing metrics and the plugin that provides them (found by loading the plugins with none blocked)."""
+    missing = [m for m in settings.required_metrics if m not in registry.metrics]
+    if not missing:
+        return None
+    names = ", ".join(missing)
+    where = _providers(missing, settings)
+    if where:
+        blocked = set(settings.blocked) | {b.strip() for b in os.environ.get(ENV_BLOCK, "").split(",")}
+        failed = {f.name: f.error for f in registry.failures}
+        parts = []
+        for plugin in sorted(set(where.values())):
+            provides = ", ".join(m for m in missing if where.get(m) == plugin)
+            why = ("which is blocked (--block-plugin / HARNESS_BLOCK_PLUGINS): unblock it" if plugin in blocked
+                   else f"which failed to load ({failed[plugin]})" if plugin in failed else "which is not loaded")
+            parts.append(f"plugin {plugin!r} provides {provides}, {why}")
+        detail = "; ".join(parts)
+    else:
+        detail = "no installed plugin registers them: install a metrics plugin that does"
+    return HarnessError(f"the headline metric(s) {names} are not registered, and a trial without every headline "
+                        f"metric is not ok: {detail}")
+
+
+def _providers(names: list[str], settings: RunSettings) -> dict[str, str]:
+    try:
+        manager = load_plugins(settings.plugins, (), honour_env_block=False)
+        registry = manager.build_registry()
+    except Exception:  # e.g. the blocked plugin duplicates another's name: say what is missing, not who
+        return {}
+    return {name: registry.provider[("metrics", name)] for name in names if ("metrics", name) in registry.provider}
+
+
+@dataclass
+class Fitted:
+    """What :func:`fit_trial` returns: the trial's data (the test split included: the runner's to predict),
+    its resolved config, the context ``fit`` ran with, and the fitted predictor."""
+
+    method: MethodSpec
+    data: DataSplits
+    config: Any
+    ctx: TrialContext
+    predictor: Predictor
+
+
+def fit_trial(trial: Trial, settings: RunSettings, *, registry: Registry, trial_dir: Path,
+              reporter: Callable[..., None], result: TrialResult) -> Fitted:
+    """The one fit path, shared by ``run_trial`` and ``harness tune``: device, threads and seeds; the data;
+    the config; the context (the registered metrics as its scorer, ``settings.headline_metric``); then
+    ``method.fit`` on the training and validation splits only. Facts for the result (hardware, load and fit
+    time, data fingerprint, warnings, learning curve, notes) are filled into ``result`` as they become known,
+    so a failing fit still records them. Raises whatever fit raises, and a :class:`HarnessError` when fit read
+    ``data.test`` or did not return a Predictor."""
+    import torch
+
+    device = pick_device(settings.device)
+    threads = settings.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    result.hardware = hardware(device)
+    seed_everything(trial.seed)
+
+    t0 = time.perf_counter()
+    data = load_data(trial, registry, settings)
+    result.timings["load_seconds"] = time.perf_counter() - t0
+    result.data_fingerprint = data.fingerprint
+    result.protocol = data.protocol
+    result.num_classes, result.classes = data.num_classes, list(data.classes)
+    result.n_train, result.n_test = int(len(data.train)), int(len(data.test))
+
+    method = registry.get("methods", trial.method)
+    config = config_from_dict(method.config, trial.config)
+    result.warnings.extend(data.warnings)  # what the dataset says about this load (absent classes, dropped rows)
+    result.warnings.extend(data_protocol_warnings(method, trial.profile, trial.dataset, trial.options))
+    curve: list[dict[str, Any]] = []  # the learning curve: every ctx.report of the trial
+
+    def report(**values: Any) -> None:
+        curve.append(values)
+        reporter(**values)
+
+    ctx = TrialContext(
+        seed=trial.seed, device=device, threads=threads, trial_dir=trial_dir, reporter=report,
+        sampler_factory=sampler_factory(trial, registry, settings), profile=trial.profile,
+        scorer=scorer(registry), headline_metric=settings.headline_metric, cache_dir=settings.resolved_cache_dir(),
+    )
+    fit_data = data.without_test(trial.method)
+    hidden = fit_data.test
+    t0 = time.perf_counter()
+    try:
+        predictor = method.fit_fn()(fit_data, config, ctx)
+    except Exception as exc:
+        if hidden.touched:  # whatever fit made of the refusal, the reason is that it read the test split
+            raise hidden.error() from exc
+        raise
+    finally:
+        if curve:
+            atomic_write_json(trial_dir / CURVE_FILE, curve)
+            result.curve = CURVE_FILE
+        if ctx.notes:
+            result.notes = dict(ctx.notes)
+    if hidden.touched:  # the method caught the refusal and went on: still not a valid trial
+        raise hidden.error()
+    result.fit_seconds = time.perf_counter() - t0
+    if not isinstance(predictor, Predictor):
+        raise HarnessError(f"method {trial.method!r}: fit returned {type(predictor).__name__}; expected a "
+                           f"harness.Predictor (a torch module from normalised images to class probabilities)")
+    return Fitted(method=method, data=data, config=config, ctx=ctx, predictor=predictor)
+
+
+def start_result(trial: Trial, started: datetime) -> TrialResult:
+    """A trial's result before it runs (status ``failed`` until it finishes ok)."""
+    return TrialResult(
+        key=trial.key, experiment=trial.experiment, method=trial.method, dataset=trial.dataset,
+        sampler=trial.sampler, seed=trial.seed, profile=trial.profile, config=trial.config,
+        dataset_options=trial.options, harness_version=__version__, git_commit=git_commit(),
+        started=started.isoformat(), status=STATUS_FAILED,
+    )
+
+
 def run_trial(
     trial: Trial,
     settings: RunSettings,
@@ -181,8 +295,8 @@ def run_trial(
     reporter: Callable[..., None] | None = None,
     registry: Registry | None = None,
     manager: PluginManager | None = None,
-) -> dict:
-    """Run one trial end to end and write its results; returns the result record (never raises for a
+) -> TrialResult:
+    """Run one trial end to end and write its results; returns its :class:`TrialResult` (never raises for a
     failure inside the trial: that is recorded with status ``failed``)."""
     if registry is None or manager is None:
         manager, registry = cached_plugins(tuple(settings.plugins), tuple(settings.blocked))
@@ -190,135 +304,89 @@ def run_trial(
     trial_dir = store.trial_dir(trial.key)
     trial_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc)
-    atomic_write_json(trial_dir / "trial.json", {**trial.to_dict(), "started": started.isoformat()})
-
-    record: dict[str, Any] = {
-        "schema": RESULT_SCHEMA,
-        "key": trial.key,
-        "experiment": trial.experiment,
-        "method": trial.method,
-        "dataset": trial.dataset,
-        "sampler": trial.sampler,
-        "seed": trial.seed,
-        "profile": trial.profile,
-        "config": trial.config,
-        "dataset_options": trial.options,
-        "harness_version": __version__,
-        "git_commit": git_commit(),
-        "started": started.isoformat(),
-    }
-    timings: dict[str, float] = {}
+    atomic_write_json(trial_dir / TRIAL_FILE, {**trial.to_dict(), "started": started.isoformat()})
+    models.remove_partial(trial_dir)  # a model left by an earlier, failed attempt is not this trial's
+    result = start_result(trial, started)
     t_start = time.perf_counter()
     try:
-        import torch
-
-        device = pick_device(settings.device)
-        threads = settings.threads or os.cpu_count() or 1
-        torch.set_num_threads(threads)
-        record["hardware"] = hardware(device)
-        seed_everything(trial.seed)
-
-        t0 = time.perf_counter()
-        data = load_data(trial, registry, settings)
-        timings["load_seconds"] = time.perf_counter() - t0
-
-        method = registry.get("methods", trial.method)
-        config = config_from_dict(method.config, trial.config)
-        if trial.sampler != NO_SAMPLER:
-            sampler_spec = registry.get("samplers", trial.sampler)
-            sampler_factory = sampler_spec.build_fn()
-        else:
-            sampler_factory = registry.get("samplers", "uniform").build_fn() if "uniform" in registry.samplers \
-                else _no_sampler
-        record["data_fingerprint"] = data.fingerprint
-        warnings = data_protocol_warnings(method, trial.profile, trial.dataset, trial.options)
-        if warnings:
-            record["warnings"] = warnings
-        curve: list[dict[str, Any]] = []  # the learning curve: every ctx.report of the trial
-        forward = reporter or _console_reporter(trial)
-
-        def report(**values: Any) -> None:
-            curve.append(values)
-            forward(**values)
-
-        ctx = TrialContext(
-            seed=trial.seed, device=device, threads=threads, trial_dir=trial_dir, reporter=report,
-            sampler_factory=sampler_factory, profile=trial.profile, scorer=scorer(registry),
-            cache_dir=settings.resolved_cache_dir(),
-        )
-        t0 = time.perf_counter()
-        try:
-            predictor = method.fit_fn()(data, config, ctx)
-        finally:
-            if curve:
-                atomic_write_json(trial_dir / CURVE_FILE, curve)
-                record["curve"] = CURVE_FILE
-            if ctx.notes:
-                record["notes"] = ctx.notes
-        record["fit_seconds"] = time.perf_counter() - t0
+        missing = missing_metrics_error(registry, settings)
+        if missing is not None:
+            raise missing
+        fitted = fit_trial(trial, settings, registry=registry, trial_dir=trial_dir,
+                           reporter=reporter or _console_reporter(trial), result=result)
+        data, predictor = fitted.data, fitted.predictor
+        timings = result.timings
 
         t0 = time.perf_counter()
         outputs = predictor.predict(data.test.images)
         timings["predict_seconds"] = time.perf_counter() - t0
+        if "probs" not in outputs:
+            raise HarnessError(f"method {trial.method!r}: the predictor returned a dict without 'probs' "
+                               f"(keys: {', '.join(outputs)}); expected class probabilities under 'probs'")
         probs = outputs.pop("probs")
-        if probs.shape != (len(data.test), data.num_classes):
-            raise HarnessError(
-                f"method {trial.method!r} returned probabilities of shape {probs.shape}; expected "
-                f"({len(data.test)}, {data.num_classes}) for the test split"
-            )
+        check_probabilities(probs, method=trial.method, rows=len(data.test), num_classes=data.num_classes)
         labels = data.test.labels.astype(np.int64)
-        record["metrics"], metric_errors = compute_metrics(registry, labels, probs)
-        if metric_errors:
-            record["metric_errors"] = metric_errors
-        record["params"] = int(sum(p.numel() for p in predictor.module.parameters()))
-        record["num_classes"] = data.num_classes
-        record["classes"] = list(data.classes)
-        record["n_test"] = int(len(labels))
-        record["n_train"] = int(len(data.train))
-        record["protocol"] = data.protocol
+        result.metrics, result.metric_errors = compute_metrics(registry, labels, probs)
+        absent = [m for m in settings.required_metrics if result.metrics.get(m) is None]
+        if absent:
+            raise HarnessError(f"headline metric(s) {', '.join(absent)} could not be computed ("
+                               + "; ".join(f"{m}: {result.metric_errors.get(m, 'not registered')}" for m in absent)
+                               + "); a trial without every headline metric is not ok")
+        result.params = int(sum(p.numel() for p in predictor.module.parameters()))
 
         t0 = time.perf_counter()
         _write_predictions(trial_dir, labels, probs, outputs, data.test.ids)
         if predictor.explain is not None:
             try:
-                record["explanations"] = [
+                result.explanations = [
                     str(Path(p).relative_to(trial_dir)) for p in
-                    predictor.explain(data.test.images, labels, ctx.artefacts_dir)
+                    predictor.explain(data.test.images, labels, fitted.ctx.artefacts_dir)
                 ]
             except Exception as exc:
-                record["explain_error"] = f"{type(exc).__name__}: {exc}"
+                result.explain_error = f"{type(exc).__name__}: {exc}"
+        saved = False
+        if settings.save_model:
+            try:
+                models.save_predictor(predictor, trial_dir)
+                saved = True
+            except HarnessError as exc:  # a module that cannot be pickled: the trial stands, without a model
+                result.warnings.append(f"model not kept: {exc}")
         timings["write_seconds"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         from harness.run.latency import measure
 
-        record["latency"] = measure(predictor, data.test.images, settings.latency, trial_dir)
+        result.latency = measure(predictor, data.test.images, settings.latency, trial_dir,
+                                 keep_onnx=models.onnx_path(trial_dir) if saved else None)
         timings["latency_seconds"] = time.perf_counter() - t0
-        record["status"] = "ok"
+        result.model = models.describe(trial_dir) if saved else None
+        result.status = STATUS_OK
     except BaseException as exc:  # KeyboardInterrupt is recorded too, then re-raised below
-        record["status"] = "failed"
-        record["error"] = f"{type(exc).__name__}: {exc}"
-        record["traceback"] = traceback.format_exc()
+        result.status = STATUS_FAILED
+        result.error = f"{type(exc).__name__}: {exc}"
+        result.traceback = traceback.format_exc()
+        result.model = None
+        models.remove_partial(trial_dir)
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            record["status"] = "interrupted"
-            _finish(record, timings, t_start, trial_dir, manager, trial)
+            result.status = STATUS_INTERRUPTED
+            _finish(result, t_start, trial_dir, manager, trial)
             raise
-    _finish(record, timings, t_start, trial_dir, manager, trial)
-    return record
+    _finish(result, t_start, trial_dir, manager, trial)
+    return result
 
 
-def _no_sampler(labels):
-    raise HarnessError("no sampler plugin is registered; install one (the built-in 'uniform' is in plugins/)")
-
-
-def _finish(record, timings, t_start, trial_dir, manager, trial) -> None:
-    record["timings"] = {k: round(v, 4) for k, v in timings.items()}
-    record["total_seconds"] = time.perf_counter() - t_start
-    record["finished"] = datetime.now(timezone.utc).isoformat()
-    atomic_write_json(trial_dir / "result.json", record)
-    errors = manager.notify_trial_finished(trial, record) if manager is not None else []
-    if errors:
-        record["observer_errors"] = errors
+def _finish(result: TrialResult, t_start: float, trial_dir: Path, manager: PluginManager | None,
+            trial: Trial) -> None:
+    result.timings = {k: round(v, 4) for k, v in result.timings.items()}
+    result.total_seconds = time.perf_counter() - t_start
+    result.finished = datetime.now(timezone.utc).isoformat()
+    write_result(trial_dir, result)
+    errors = manager.notify_trial_finished(trial, result) if manager is not None else []
+    if errors:  # printed, and recorded with the result
+        for error in errors:
+            print(f"warning: {error}", file=sys.stderr, flush=True)
+        result.observer_errors = errors
+        write_result(trial_dir, result)
 
 
 def _write_predictions(trial_dir: Path, labels: np.ndarray, probs: np.ndarray, extras: dict,

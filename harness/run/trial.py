@@ -18,6 +18,7 @@ from harness import __version__
 from harness.errors import HarnessError
 from harness.registry import Registry
 from harness.run.config import build_dataclass, config_to_dict, resolve_method_config
+from harness.run.settings import DEFAULT_SAMPLER, check_seed
 
 NO_SAMPLER = "-"
 
@@ -98,7 +99,7 @@ class Experiment:
 
     methods: tuple[str, ...]
     datasets: tuple[str, ...]
-    samplers: tuple[str, ...] = ("uniform",)
+    samplers: tuple[str, ...] = (DEFAULT_SAMPLER,)
     seeds: tuple[int, ...] = (0,)
     profile: str = "cpu"
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -127,6 +128,10 @@ def expand(experiment: Experiment, registry: Registry) -> list[Trial]:
             raise HarnessError(f"no {kind} to run: pass at least one (see `harness list {kind}`)")
         for name in names:
             registry.get(kind, name)
+    if not experiment.seeds:
+        raise HarnessError("no seeds to run: pass at least one (--seeds 0,1,2)")
+    for seed in experiment.seeds:
+        check_seed(seed)
     known_scopes = {"dataset", *registry.methods, *registry.datasets}
     for scope in experiment.overrides:
         if scope not in known_scopes:

@@ -3,8 +3,9 @@
 Each sample trains the method on the dataset's ``train`` split and is scored on ``val`` only: the
 per-epoch numbers the method reports (``val_macro_f1`` from :func:`harness.toolkit.training.train_classifier`)
 go to ``ray.tune.report`` so ASHA (``time_attr="epoch"``) stops poor samples early, and after ``fit``
-the harness itself scores the returned predictor on ``val`` (so methods that report nothing per epoch
-can be tuned too). The test split is never predicted during tuning, and nothing is written to the
+the harness itself scores the returned predictor on ``val`` with the registered metric plugins (so methods
+that report nothing per epoch can be tuned too). Each sample is fitted by the same function as a trial of
+``harness run`` (:func:`harness.run.runner.fit_trial`). The test split is never predicted during tuning, and nothing is written to the
 result store: the best configuration goes to a TOML experiment file for ``harness run --config``.
 
 Search-space domains (the names and arguments of Ray Tune's own functions)::
@@ -28,10 +29,9 @@ import numpy as np
 from harness.contract.specs import MethodSpec
 from harness.errors import HarnessError
 from harness.run.runner import RunSettings
-from harness.run.trial import NO_SAMPLER, Trial
+from harness.run.trial import Trial
 
 DOMAINS = ("loguniform", "uniform", "choice", "randint")
-VAL_METRICS = ("val_macro_f1", "val_accuracy", "val_balanced_accuracy")
 
 
 def _number(x: Any) -> bool:
@@ -98,29 +98,16 @@ def base_trial(method: str, dataset: str, *, sampler: str, seed: int, profile: s
     return trials[0]
 
 
-def fit_for_tuning(trial: Trial, settings: RunSettings, reporter) -> dict[str, float]:
-    """Train ``trial`` and score it on ``val`` (never ``test``); per-epoch reports go to ``reporter``.
+def validation_scores(trial: Trial, settings: RunSettings, reporter) -> dict[str, float]:
+    """Train ``trial`` through the one fit path (:func:`harness.run.runner.fit_trial`, as ``harness run`` does)
+    and score the predictor on ``val`` with the registered metric plugins (``ctx.score``); never on ``test``.
+    Per-epoch reports go to ``reporter``. Returns ``{"epoch": last reported epoch, "val_<metric>": value}``."""
+    from datetime import datetime, timezone
 
-    Returns the harness's own validation scores of the predictor ``fit`` returned.
-    """
-    import os
-
-    import torch
-
-    from harness.contract.specs import TrialContext
-    from harness.run.config import config_from_dict
-    from harness.run.runner import cached_plugins, load_data, pick_device, scorer, seed_everything
+    from harness.contract.specs import check_probabilities
+    from harness.run.runner import cached_plugins, fit_trial, start_result
 
     _, registry = cached_plugins(tuple(settings.plugins), tuple(settings.blocked))
-    device = pick_device(settings.device)
-    threads = settings.threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    seed_everything(trial.seed)
-    data = load_data(trial, registry, settings)
-    method = registry.get("methods", trial.method)
-    config = config_from_dict(method.config, trial.config)
-    sampler_name = trial.sampler if trial.sampler != NO_SAMPLER else "uniform"
-    sampler_factory = registry.get("samplers", sampler_name).build_fn()
     last_epoch = [0]
 
     def report(**metrics: Any) -> None:
@@ -129,25 +116,14 @@ def fit_for_tuning(trial: Trial, settings: RunSettings, reporter) -> dict[str, f
         reporter(**metrics)
 
     with tempfile.TemporaryDirectory(prefix="harness-tune-") as tmp:
-        ctx = TrialContext(seed=trial.seed, device=device, threads=threads, trial_dir=Path(tmp),
-                           reporter=report, sampler_factory=sampler_factory, profile=trial.profile,
-                           scorer=scorer(registry), cache_dir=settings.resolved_cache_dir())
-        predictor = method.fit_fn()(data, config, ctx)
-        probs = predictor.predict(data.val.images)["probs"]
-    labels = data.val.labels.astype(np.int64)
-    return {"epoch": max(last_epoch[0], 1), **val_scores(labels, probs)}
-
-
-def val_scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import balanced_accuracy_score, f1_score
-
-    pred = probs.argmax(1)
-    return {
-        "val_macro_f1": float(f1_score(labels, pred, average="macro", labels=np.arange(probs.shape[1]),
-                                       zero_division=0)),
-        "val_accuracy": float((pred == labels).mean()),
-        "val_balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
-    }
+        fitted = fit_trial(trial, settings, registry=registry, trial_dir=Path(tmp), reporter=report,
+                           result=start_result(trial, datetime.now(timezone.utc)))
+        val = fitted.data.val
+        probs = fitted.predictor.predict(val.images)["probs"]
+    check_probabilities(probs, method=trial.method, rows=len(val), num_classes=fitted.data.num_classes,
+                        split="validation")
+    scores = fitted.ctx.score(val.labels.astype(np.int64), probs)
+    return {"epoch": max(last_epoch[0], 1), **{f"val_{name}": value for name, value in scores.items()}}
 
 
 def _tune_trainable(config: dict, *, base: dict, method_keys: list[str], settings: RunSettings,
@@ -170,7 +146,7 @@ def _tune_trainable(config: dict, *, base: dict, method_keys: list[str], setting
     def reporter(**metrics: Any) -> None:
         tune.report(numeric(metrics))
 
-    final = fit_for_tuning(trial, settings, reporter)
+    final = validation_scores(trial, settings, reporter)
     tune.report({**final, "final": True})
 
 
@@ -184,10 +160,11 @@ class TuneOutcome:
     storage: str = ""
 
 
-def tune_method(trial: Trial, spec: MethodSpec, settings: RunSettings, *, samples: int, metric: str = "val_macro_f1",
+def tune_method(trial: Trial, spec: MethodSpec, settings: RunSettings, *, samples: int, metric: str | None = None,
                 mode: str = "max", scheduler: str = "asha", grace_period: int = 1, options=None,
                 seed: int | None = 0, out=None) -> TuneOutcome:
-    """Search ``spec.search_space`` around ``trial`` with Ray Tune; return the best sampled values."""
+    """Search ``spec.search_space`` around ``trial`` with Ray Tune; return the best sampled values. ``metric``:
+    a validation metric, ``val_<registered metric>`` (default: ``val_`` + ``settings.headline_metric``)."""
     from harness.run.executors.ray import (
         RayOptions,
         absolute_settings,
@@ -196,6 +173,7 @@ def tune_method(trial: Trial, spec: MethodSpec, settings: RunSettings, *, sample
         worker_sys_paths,
     )
 
+    metric = metric or f"val_{settings.headline_metric}"
     if not metric.startswith("val_"):
         raise HarnessError(f"--metric must be a validation metric (val_...), never a test metric; found {metric!r}")
     if samples < 1:

@@ -148,11 +148,6 @@ class IOISOfflineConfig(IOISConfig):
     variant: str = "offline"
 
 
-# The generator fields: everything the cached generator depends on besides the data (train.generator_key).
-GENERATOR_FIELDS = ("conditional", "gen_size", "gen_channels", "gen_channel_mult", "gen_res_blocks", "gen_attention",
-                    "gen_dropout", "gen_emb_dim", "timesteps", "beta_start", "beta_end", "gen_steps",
-                    "gen_batch_size", "gen_lr", "gen_ema_decay", "gen_hflip", "gen_prediction", "gen_seed")
-
 _SMOKE_GENERATOR = {"gen_prediction": "v", "gen_channels": 8, "gen_channel_mult": (1, 2), "gen_res_blocks": 1,
                     "gen_attention": (), "gen_emb_dim": 32, "gen_steps": 8, "gen_batch_size": 32, "gen_lr": 2e-3,
                     "gen_ema_decay": 0.5}
@@ -183,7 +178,7 @@ PROFILES = {
 _PAPER_DATA = {"aptos": {"dataset.split": "iois"}, "ham10000": {"dataset.split": "iois"},
                "isic2018": {"dataset.split": "iois"}}
 DATASET_PROFILES = {
-    "smoke": {},
+    "smoke": _PAPER_DATA,
     # the built-in synthetic set (320 training images) is in the default `harness run`: about a minute per variant
     "cpu": {**_PAPER_DATA, "synthetic": {"epochs": 5, "pretrain_epochs": 3, "gen_steps": 500}},
     "paper": {**_PAPER_DATA, "ham10000": {"dataset.split": "iois", "synthetic_per_epoch": 2000},

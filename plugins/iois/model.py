@@ -46,6 +46,10 @@ from harness.toolkit.nn.schedules import DiscreteSchedule
 from harness.toolkit.nn.unet import UNet
 
 GENERATOR_VERSION = 3  # bump when the generator's training changes, so cached generators are retrained
+# The config fields the generator depends on (with the data and GENERATOR_VERSION: its cache key).
+GENERATOR_FIELDS = ("conditional", "gen_size", "gen_channels", "gen_channel_mult", "gen_res_blocks", "gen_attention",
+                    "gen_dropout", "gen_emb_dim", "timesteps", "beta_start", "beta_end", "gen_steps",
+                    "gen_batch_size", "gen_lr", "gen_ema_decay", "gen_hflip", "gen_prediction", "gen_seed")
 
 
 # ------------------------------------------------------------------------------------------------ AAS

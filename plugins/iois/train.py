@@ -34,8 +34,8 @@ from harness import HarnessError, Predictor
 from harness.contract.specs import Split
 from harness.toolkit.cache import ArtefactCache, cache_key, cache_root, split_hash
 from harness.toolkit.training_config import TrainConfig
-from plugins.iois import GENERATOR_FIELDS, IOISConfig
 from plugins.iois.model import (
+    GENERATOR_FIELDS,
     GENERATOR_VERSION,
     GuidanceView,
     GuidedSampler,
@@ -51,7 +51,7 @@ from plugins.iois.model import (
 CACHE_FOLDER = "iois-generators"
 
 
-def synthetic_count(config: IOISConfig, n_train: int) -> int:
+def synthetic_count(config, n_train: int) -> int:
     """K: ``synthetic_per_epoch``, or ``k_fraction`` of the training split (rounded)."""
     return int(config.synthetic_per_epoch or round(config.k_fraction * n_train))
 
@@ -67,7 +67,7 @@ class TrainOnly:
     val: Split
 
 
-def generator_key(data, config: IOISConfig) -> tuple[str, dict]:
+def generator_key(data, config) -> tuple[str, dict]:
     """The cache key of the generator (and its payload): the dataset, a hash of its training split, the split
     protocol, the size, the generator settings and seed, the generator code's version."""
     payload = {
@@ -78,7 +78,7 @@ def generator_key(data, config: IOISConfig) -> tuple[str, dict]:
     return cache_key(payload), payload
 
 
-def train_generator(train: Split, num_classes: int, config: IOISConfig, ctx) -> tuple[dict, dict]:
+def train_generator(train: Split, num_classes: int, config, ctx) -> tuple[dict, dict]:
     """Eq. 2 on ``train`` (the training split, nothing else) with the shared loop and an EMA; returns the EMA
     weights (the frozen generator) and a record of the training (steps, final loss, seconds)."""
     from harness.toolkit import training
@@ -120,7 +120,7 @@ def train_generator(train: Split, num_classes: int, config: IOISConfig, ctx) -> 
     return {k: v.detach().cpu() for k, v in ema.state_dict().items()}, record
 
 
-def generator_for(data, config: IOISConfig, ctx):
+def generator_for(data, config, ctx):
     """The frozen generator for these data and settings: from the cache, or trained and stored. Notes the key,
     the training time and whether it was cached in the trial's result."""
     key, payload = generator_key(data, config)
@@ -151,7 +151,7 @@ class OnlineSynthesis:
     images with validation transforms and keeps it for the next allocation.
     """
 
-    def __init__(self, *, sampler: GuidedSampler, model, data, config: IOISConfig, k: int, mean, std, device: str,
+    def __init__(self, *, sampler: GuidedSampler, model, data, config, k: int, mean, std, device: str,
                  seed: int, adaptive: bool, pool: tuple[torch.Tensor, torch.Tensor] | None = None):
         from harness.toolkit.training import to_uint8_tensor
 
@@ -271,7 +271,7 @@ def allocation_svg(log: list[dict], classes) -> str:
     return "".join(parts)
 
 
-def write_artefacts(synthesis: OnlineSynthesis, classes, config: IOISConfig, folder, extra: dict) -> None:
+def write_artefacts(synthesis: OnlineSynthesis, classes, config, folder, extra: dict) -> None:
     import csv
 
     log = synthesis.log
@@ -301,7 +301,7 @@ def write_artefacts(synthesis: OnlineSynthesis, classes, config: IOISConfig, fol
 # ---------------------------------------------------------------------------------------------- fit
 
 
-def _classifier(config: IOISConfig, data):
+def _classifier(config, data):
     from harness.toolkit import backbones
 
     return backbones.create(config.backbone, num_classes=data.num_classes, in_chans=data.channels,
@@ -321,7 +321,7 @@ def _train_classifier(ctx, config, net, data, mean, std, *, synthesis: OnlineSyn
     return model, history
 
 
-def fit(data, config: IOISConfig, ctx) -> Predictor:
+def fit(data, config, ctx) -> Predictor:
     from harness.toolkit.training import Softmax, normalisation
 
     if config.variant not in ("offline", "ois", "full"):

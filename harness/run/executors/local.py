@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.run.executors import RunSummary
+from harness.run.executors.base import RunSummary, progress_metrics
 from harness.run.runner import RunSettings, cached_plugins, run_trial
 from harness.run.trial import Trial
 from harness.store import ResultStore
@@ -28,15 +28,11 @@ def run_local(trials: list[Trial], settings: RunSettings, *, out=None) -> RunSum
         t0 = time.perf_counter()
         result = run_trial(trial, settings, registry=registry, manager=manager)
         elapsed = time.perf_counter() - t0
-        if result["status"] == "ok":
+        if result.ok:
             summary.ok.append(trial.key)
-            m = result["metrics"]
-            shown = "  ".join(
-                f"{k} {m[k]:.3f}" for k in ("macro_f1", "balanced_accuracy", "accuracy") if m.get(k) is not None
-            )
-            print(f"    ok in {elapsed:.1f}s  {shown}", file=out, flush=True)
+            print(f"    ok in {elapsed:.1f}s  {progress_metrics(result, settings)}", file=out, flush=True)
         else:
             summary.failed.append(trial.key)
-            summary.errors[trial.key] = result.get("error", "")
-            print(f"    FAILED in {elapsed:.1f}s: {result.get('error')}", file=out, flush=True)
+            summary.errors[trial.key] = result.error or ""
+            print(f"    FAILED in {elapsed:.1f}s: {result.error}", file=out, flush=True)
     return summary

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.run.executors import RunSummary
-from harness.run.runner import ENV_CACHE_DIR, RunSettings
+from harness.run.executors.base import RunSummary, progress_metrics
+from harness.run.settings import ENV_CACHE_DIR, RunSettings
 from harness.run.trial import Trial
 from harness.store import ResultStore
 
@@ -200,9 +200,9 @@ def _trainable(config: dict, *, trials: dict, settings: RunSettings, sys_paths: 
     def reporter(**metrics: Any) -> None:
         tune.report(numeric(metrics))
 
-    record = run_trial(trial, settings, reporter=reporter)
-    final = {"trial_status": record["status"], "trial_key": trial.key}
-    for name, value in (record.get("metrics") or {}).items():
+    result = run_trial(trial, settings, reporter=reporter)
+    final = {"trial_status": result.status, "trial_key": trial.key}
+    for name, value in result.metrics.items():
         if value is not None:
             final[f"test_{name}"] = value
     tune.report(final)
@@ -254,16 +254,14 @@ def run_ray(trials: list[Trial], settings: RunSettings, options: RayOptions | No
 
             ray.shutdown()
     for trial in pending:
-        record = ResultStore(Path(worker_settings.runs_dir) / trial.experiment).load_result(trial.key)
-        if record and record.get("status") == "ok":
+        result = ResultStore(Path(worker_settings.runs_dir) / trial.experiment).load_result(trial.key)
+        if result is not None and result.ok:
             summary.ok.append(trial.key)
-            m = record.get("metrics") or {}
-            shown = "  ".join(f"{k} {m[k]:.3f}" for k in ("macro_f1", "balanced_accuracy", "accuracy")
-                              if m.get(k) is not None)
-            print(f"  ok      {trial.label()}  in {record.get('total_seconds', 0):.1f}s  {shown}", file=out)
+            print(f"  ok      {trial.label()}  in {result.total_seconds or 0:.1f}s  "
+                  f"{progress_metrics(result, settings)}", file=out)
         else:
             summary.failed.append(trial.key)
-            error = ((record or {}).get("error") or errors.get(trial.key)
+            error = ((result.error if result is not None else None) or errors.get(trial.key)
                      or "not finished (interrupted?): run the same command again to resume")
             summary.errors[trial.key] = error
             print(f"  FAILED  {trial.label()}: {error}", file=out)
