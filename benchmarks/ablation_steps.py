@@ -6,6 +6,9 @@ images and seeds with the report's tests: the primary two-level paired bootstrap
 t-test over seeds and McNemar per seed. Prints a Markdown table:
 
     python benchmarks/ablation_steps.py /tmp/lb --methods diffmic-basic,diffmic-c1,diffmic-c2,diffmic
+    python benchmarks/ablation_steps.py runs/iois-table --methods resnet,iois-offline,iois-ois,iois
+
+A method that takes no sampler (its rows say ``-``, e.g. the IOIS variants) is compared as it is.
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ def main() -> None:
     for dataset in datasets:
         steps = []
         for before, after in zip(methods, methods[1:]):
-            a = summary.details.get((dataset, after, args.sampler))
-            b = summary.details.get((dataset, before, args.sampler))
+            a, b = (summary.details.get((dataset, m, args.sampler)) or summary.details.get((dataset, m, "-"))
+                    for m in (after, before))
             steps.append((before, after, compare(a, b, settings) if a and b and a.trials and b.trials else None))
         adjusted = adjust_p([c.get("p") if c else None for _, _, c in steps], args.correction)
         for (before, after, c), p_adj in zip(steps, adjusted):

@@ -339,6 +339,7 @@ class TrialContext:
     # What the training loop selects checkpoints on (as val_<metric>); the runner passes
     # RunSettings.headline_metric (default in harness/run/settings.py).
     headline_metric: str = "macro_f1"
+    cache_dir: Path | None = None  # the harness cache (--cache-dir / HARNESS_CACHE_DIR): models shared by trials
 
     notes: dict[str, Any] = field(default_factory=dict)  # what the method adds to its result (see ``note``)
 

@@ -252,7 +252,7 @@ def fit_trial(trial: Trial, settings: RunSettings, *, registry: Registry, trial_
     ctx = TrialContext(
         seed=trial.seed, device=device, threads=threads, trial_dir=trial_dir, reporter=report,
         sampler_factory=sampler_factory(trial, registry, settings), profile=trial.profile,
-        scorer=scorer(registry), headline_metric=settings.headline_metric,
+        scorer=scorer(registry), headline_metric=settings.headline_metric, cache_dir=settings.resolved_cache_dir(),
     )
     fit_data = data.without_test(trial.method)
     hidden = fit_data.test
