@@ -351,7 +351,7 @@ def plugins(ctx, as_json):
     rows = [{"name": p.name, "version": p.version, "module": p.module, "hooks": list(p.hooks), "source": p.source}
             for p in registry.plugins]
     failures = [{"name": f.name, "error": f.error} for f in registry.failures]
-    conflicts = [{"kind": kind[:-1], "name": name, "plugins": [plugin for plugin, _ in claims]}
+    conflicts = [{"kind": kind[:-1], "name": name, "plugins": sorted(plugin for plugin, _ in claims)}
                  for (kind, name), claims in sorted(registry.conflicts.items())]
     if as_json:
         click.echo(json.dumps({"plugins": rows, "failed": failures, "conflicts": conflicts}, indent=2))

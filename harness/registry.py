@@ -92,7 +92,7 @@ class Registry:
         return sorted(out, key=lambda entry: entry[0])
 
     def conflict_error(self, kind: str, name: str) -> HarnessError:
-        plugins = [plugin for plugin, _ in self.conflicts[(kind, name)]]
+        plugins = sorted(plugin for plugin, _ in self.conflicts[(kind, name)])
         return HarnessError(
             f"{kind[:-1]} name {name!r} is registered by {len(plugins)} plugins: "
             f"{' and '.join(repr(p) for p in plugins)}. Block all but one of them "
