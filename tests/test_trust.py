@@ -334,6 +334,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # a second Python process (imports torch)
 def test_a_second_process_skips_a_trial_in_progress_and_says_so(tmp_path, cli):
     runs, flag = tmp_path / "runs", tmp_path / "go"
     first = _spawn(runs, flag)
@@ -354,6 +355,7 @@ def test_a_second_process_skips_a_trial_in_progress_and_says_so(tmp_path, cli):
     assert record["status"] == "ok"
 
 
+@pytest.mark.slow  # a second Python process (imports torch)
 def test_a_killed_run_leaves_no_lock_behind(tmp_path, cli):
     runs, flag = tmp_path / "runs", tmp_path / "go"
     first = _spawn(runs, flag, "--set", "waits.seconds=2")
@@ -427,6 +429,7 @@ def test_a_malformed_result_is_named_kept_and_its_trial_runs_again(tmp_path, cli
     assert _records(runs)[key]["status"] == "ok"
 
 
+@pytest.mark.slow  # a second Python process (imports torch)
 def test_ctrl_c_says_what_finished_and_the_command_that_resumes(tmp_path, cli):
     runs, flag = tmp_path / "runs", tmp_path / "go"
     args = [sys.executable, "-m", "harness.cli", *PLUGINS, "run", "--methods", "constant,waits", "--set",
