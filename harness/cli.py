@@ -141,13 +141,20 @@ def _print_stopped(root: Path, summary, command: str) -> None:
 
 
 def _print_outcome(root: Path, summary) -> None:
-    """The leaderboard, the counts, the failures and the report of a finished ``harness run``."""
-    from harness.report import write_report
-    from harness.results import leaderboard
+    """The leaderboard, the counts, the failures and the report of a finished ``harness run``: the runs folder is
+    read and summarised once, for the terminal table, ``leaderboard.md`` and the report."""
+    from harness.report import load_summary, to_text, write_leaderboard, write_report
 
-    board = leaderboard.write(root)
-    click.echo("")
-    click.echo(leaderboard.to_text(board))
+    try:
+        board = load_summary(root, _report_settings())
+    except Exception as exc:  # the results are safe on disk; `harness report` can be re-run on them
+        board = None
+        click.echo(f"warning: the leaderboard could not be computed ({type(exc).__name__}: {exc}); "
+                   f"the results are in {root}; retry with `harness report {root}`", err=True)
+    if board is not None:
+        write_leaderboard(board, root)
+        click.echo("")
+        click.echo(to_text(board))
     click.echo(f"{len(summary.ok)} ok, {len(summary.skipped)} skipped (done before), {len(summary.failed)} failed"
                + (f", {len(summary.busy)} left to another process" if summary.busy else "")
                + f". Leaderboard: {root / 'leaderboard.md'}")
@@ -158,13 +165,28 @@ def _print_outcome(root: Path, summary) -> None:
     if summary.unverified:
         click.echo(f"warning: {len(summary.unverified)} stored result(s) were reused without a data check (see the "
                    f"warnings above); move a trial's folder out of {root} to re-run it", err=True)
+    if board is None:
+        return
     try:
-        written = write_report(root, root / "report")
+        written = write_report(root, root / "report", summary=board)
         click.echo(f"Report: {written['index.html']} (and leaderboard.md, results.parquet next to it)")
-        _echo_mixed_settings(root)
+        _echo_warnings(board)
     except Exception as exc:  # the results are safe on disk; `harness report` can be re-run on them
         click.echo(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
                    f"the results are in {root}; retry with `harness report {root}`", err=True)
+
+
+def _report_settings(**values):
+    """The statistics' settings: the run's headline metric (harness.run.settings) unless given."""
+    from harness.results.summary import Settings
+
+    return Settings(**{"headline": HEADLINE_METRIC, **{k: v for k, v in values.items() if v is not None}})
+
+
+def _echo_warnings(summary) -> None:
+    """The summary's warnings on stderr (pooled settings or versions, unreadable results, refused pairings...)."""
+    for warning in summary.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def _apply_config_file(ctx: click.Context, config_file: Path) -> tuple[dict, dict]:
@@ -385,16 +407,38 @@ def conformance(ctx, only, plugins, pytest_args):
                        blocked=ctx.obj["blocked"]))
 
 
+_STATS_OPTIONS = [
+    click.option("--bootstrap", type=click.IntRange(min=100), default=2000, show_default=True,
+                 help="Image resamples of the two-level paired bootstrap."),
+    click.option("--correction", type=click.Choice(["holm", "bh"]), default="holm", show_default=True,
+                 help="Multiple-comparison correction across a table's comparisons: Holm or Benjamini-Hochberg."),
+    click.option("--headline", help="Metric to rank and test on (default: the run settings' headline, macro_f1)."),
+    click.option("--improving-margin", type=click.FloatRange(min=0), default=0.01, show_default=True,
+                 help="A trial is 'still improving' when its best validation headline score in the last fifth of "
+                      "its budget beats the best before by more than this."),
+]
+
+
+def _stats_options(command):
+    for option in reversed(_STATS_OPTIONS):
+        command = option(command)
+    return command
+
+
 @main.command("leaderboard")
 @click.argument("runs_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-def leaderboard_cmd(runs_dir):
-    """Aggregate the results under RUNS_DIR into a ranked table (also written as .md and .parquet)."""
-    from harness.results import leaderboard
+@_stats_options
+def leaderboard_cmd(runs_dir, bootstrap, correction, headline, improving_margin):
+    """Aggregate the results under RUNS_DIR into a ranked table (also written as .md and .parquet), with the
+    same statistics and warnings as `harness report`."""
+    from harness.report import load_summary, to_text, write_leaderboard
 
-    board = leaderboard.write(runs_dir)
-    click.echo(leaderboard.to_text(board))
-    click.echo(f"Written: {runs_dir / 'leaderboard.md'}" + ("" if board.is_empty() else
-                                                            f", {runs_dir / 'leaderboard.parquet'}"))
+    summary = load_summary(runs_dir, _report_settings(replicates=bootstrap, correction=correction, headline=headline,
+                                                      improving_margin=improving_margin))
+    written = write_leaderboard(summary, runs_dir)
+    click.echo(to_text(summary))
+    click.echo("Written: " + ", ".join(str(p) for p in written.values()))
+    _echo_warnings(summary)
 
 
 @main.command("report")
@@ -402,42 +446,37 @@ def leaderboard_cmd(runs_dir):
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Output folder (default: RUNS_DIR/report).")
 @click.option("--title", help="Page title (default: 'Leaderboard: <RUNS_DIR name>').")
-@click.option("--bootstrap", type=click.IntRange(min=100), default=2000, show_default=True,
-              help="Paired bootstrap resamples.")
+@_stats_options
 @click.option("--methods", help="Only these methods (comma-separated), e.g. an ablation's rows.")
 @click.option("--datasets", help="Only these datasets (comma-separated).")
 @click.option("--samplers", help="Only these samplers (comma-separated).")
 @click.pass_context
-def report_cmd(ctx, runs_dir, out_dir, title, bootstrap, methods, datasets, samplers):
+def report_cmd(ctx, runs_dir, out_dir, title, bootstrap, correction, headline, improving_margin, methods, datasets,
+               samplers):
     """Publish the results under RUNS_DIR: leaderboard.md, a self-contained index.html, results.parquet.
 
-    Mean and 95% CI over seeds, paired tests (bootstrap of Macro-F1, McNemar) against the top method,
-    per-class recall, confusion matrices and the Macro-F1 / latency Pareto front. With --methods /
-    --datasets / --samplers the report covers that selection (the paired tests are against its top).
+    Mean and 95% CI over seeds; against each dataset's top method the two-level paired bootstrap (test images
+    and training seeds), adjusted for the table's comparisons, with rank bands; the t-test over seeds and
+    McNemar per seed as secondary tests; per-class recall, confusion matrices, learning curves, the
+    quality / latency Pareto front, and for 2+ datasets Friedman / Nemenyi with a critical-difference
+    diagram. With --methods / --datasets / --samplers the report covers that selection (the paired tests
+    are against its top).
     """
-    from harness.report import write_report
-    from harness.store import iter_results
+    from harness.report import load_summary, write_report
 
     only = {field: set(_csv(value)) for field, value in
             (("method", methods), ("dataset", datasets), ("sampler", samplers)) if value}
-    if only and not any(r.get("status") == "ok" for _, r in iter_results(runs_dir, only)):
+    summary = load_summary(runs_dir, _report_settings(replicates=bootstrap, correction=correction, headline=headline,
+                                                      improving_margin=improving_margin), only or None)
+    if only and summary.board.is_empty():
         raise click.UsageError(f"no finished trial under {runs_dir} matches the selection "
                                + "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in only.items())
                                + " (see `harness leaderboard RUNS_DIR` for what is there)")
-    written = write_report(runs_dir, out_dir or runs_dir / "report", title=title,
-                           report_command=_command_line(ctx), replicates=bootstrap, only=only or None)
+    written = write_report(runs_dir, out_dir or runs_dir / "report", title=title, report_command=_command_line(ctx),
+                           summary=summary)
     for path in written.values():
         click.echo(f"Written: {path}")
-    _echo_mixed_settings(runs_dir, only or None)
-
-
-def _echo_mixed_settings(runs_dir: Path, only=None) -> None:
-    """Say on stderr which leaderboard rows pool trials of different settings or repeated seeds."""
-    from harness.report import mixed_settings
-    from harness.store import iter_results
-
-    for warning in mixed_settings([r for _, r in iter_results(runs_dir, only) if r.get("status") == "ok"]):
-        click.echo(f"warning: {warning}", err=True)
+    _echo_warnings(summary)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ The runs folder is the user's data, so the store guards it:
 
 A trial is done when its ``result.json`` says ``status: ok`` (and, for the executors, its data fingerprint
 matches the data: :mod:`harness.run.resume`).
+
+The read side (``load_runs``) reads a runs folder once into one table that the leaderboard, the statistics
+and the report share; a result that cannot be read is named with what is wrong, never dropped silently.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -47,8 +51,8 @@ LOCK_FILE = ".lock"  # RUNS_DIR/EXPERIMENT/<key>/.lock: held (flock) by the proc
 SUPERSEDED_DIR = "superseded"  # <key>/superseded/<time>-<why>/: what a re-run trial's folder held before
 SUPERSEDED_RESULT = "result.superseded.json"
 
-__all__ = ["RESULT_SCHEMA", "ResultStore", "StoreError", "TrialResult", "TrialSkipped", "atomic_write_json",
-           "check_name", "child", "iter_results", "prepare_root", "write_result"]
+__all__ = ["RESULT_SCHEMA", "ResultStore", "Runs", "StoreError", "TrialResult", "TrialSkipped", "Unreadable",
+           "atomic_write_json", "check_name", "child", "load_runs", "prepare_root", "write_result"]
 
 
 class StoreError(HarnessError):
@@ -306,15 +310,147 @@ def write_result(trial_dir: Path, result: TrialResult) -> Path:
     return path
 
 
-def iter_results(root: Path | str, only: Mapping[str, Collection[str]] | None = None
-                 ) -> Iterator[tuple[Path, dict]]:
-    """Every ``result.json`` under ``root`` (any depth), with its folder. ``only`` keeps the results whose
-    fields are among the given values, e.g. ``{"method": {"resnet", "focal"}, "dataset": {"retinamnist"}}``."""
-    for path in sorted(Path(root).rglob("result.json")):
-        try:
-            result = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+# --------------------------------------------------------------------------------------------------
+# The read side: a runs folder, read once
+
+CURVE_FILE = "curve.json"
+PREDICTIONS_FILE = "predictions.parquet"
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A ``result.json`` that could not be used: where, what is wrong with it, and the trial it belongs to
+    (from the ``trial.json`` beside it, when that is readable: method, dataset, sampler, seed)."""
+
+    path: Path
+    problem: str
+    trial: Mapping[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        where = ""
+        if self.trial.get("method"):
+            where = (f" (trial {self.trial.get('method')} · {self.trial.get('sampler', '-')} on "
+                     f"{self.trial.get('dataset')}, seed {self.trial.get('seed')})")
+        return f"{self.path}{where}: {self.problem}; it counts as missing in its row. Re-run the trial (delete " \
+               "the file and run the same command again) or repair the file."
+
+
+@dataclass
+class Runs:
+    """A runs folder read once: every result record (typed, one row per trial in ``table``, a polars DataFrame
+    whose ``row`` column indexes ``records`` and ``folders``), the results that could not be read, and the
+    ``experiment.json`` records (the commands that made the experiments)."""
+
+    root: Path
+    records: list[TrialResult]
+    folders: list[Path]
+    unreadable: list[Unreadable]
+    experiments: list[dict]
+    table: Any
+
+    def ok(self) -> list[int]:
+        return [i for i, r in enumerate(self.records) if r.ok]
+
+
+def parse_record(payload: Any, path: Path) -> tuple[TrialResult | None, str | None]:
+    """A parsed ``result.json`` as a :class:`TrialResult`, or what is wrong with it."""
+    try:
+        record = TrialResult.from_dict(payload, where=str(path))
+    except HarnessError as exc:
+        return None, str(exc).removeprefix(f"{path}: ")
+    for name, kind in (("method", str), ("dataset", str), ("sampler", str)):
+        if not isinstance(getattr(record, name), kind):
+            return None, f"field {name!r} is {type(getattr(record, name)).__name__}; expected a string"
+    if record.seed is not None and (isinstance(record.seed, bool) or not isinstance(record.seed, int)):
+        return None, f"field 'seed' is {record.seed!r}; expected an integer"
+    for key, value in record.metrics.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return None, f"metrics.{key} is {value!r}; expected a number"
+    return record, None
+
+
+def _read_json(path: Path) -> tuple[Any, str | None]:
+    try:
+        return json.loads(path.read_text()), None
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"cannot be read ({type(exc).__name__}: {exc})"
+
+
+def _selected(record: Mapping[str, Any], only: Mapping[str, Collection[str]] | None) -> bool:
+    return not only or all(not values or record.get(name) in values for name, values in only.items())
+
+
+def load_runs(root: Path | str, only: Mapping[str, Collection[str]] | None = None) -> Runs:
+    """Read every ``result.json`` under ``root`` (any depth) once. ``only`` keeps the trials whose fields are
+    among the given values, e.g. ``{"method": {"resnet", "focal"}, "dataset": {"retinamnist"}}``. A result
+    that is not valid JSON or lacks what a row needs is listed in ``unreadable`` (with its trial, from
+    ``trial.json``), never dropped silently."""
+    import polars as pl
+
+    root = Path(root)
+    records, folders, unreadable = [], [], []
+    for path in sorted(root.rglob("result.json")):
+        payload, problem = _read_json(path)
+        record = None
+        if problem is None:
+            record, problem = parse_record(payload, path)
+        if problem is not None:
+            trial, _ = _read_json(path.parent / "trial.json")
+            trial = trial if isinstance(trial, dict) else {}
+            if _selected(trial, only):
+                unreadable.append(Unreadable(path, problem, trial))
             continue
-        if only and any(values and result.get(field) not in values for field, values in only.items()):
+        if not _selected(record, only):
             continue
-        yield path.parent, result
+        records.append(record)
+        folders.append(path.parent)
+    experiments = []
+    for path in sorted(root.rglob(EXPERIMENT_FILE)):
+        payload, _ = _read_json(path)
+        if isinstance(payload, dict):
+            experiments.append(payload)
+    rows = []
+    for i, (record, folder) in enumerate(zip(records, folders)):
+        row = {"row": i, "key": record.key, "experiment": record.experiment, "dataset": record.dataset,
+               "method": record.method, "sampler": record.sampler or "-", "seed": record.seed,
+               "profile": record.profile, "status": record.status, "harness_version": record.harness_version or None,
+               "finished": record.finished, "params": record.params, "fit_seconds": record.fit_seconds,
+               "path": str(folder)}
+        for name, value in record.metrics.items():
+            row[f"metric.{name}"] = value
+        for name, value in record.latency.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                row[f"latency.{name}"] = value
+        rows.append(row)
+    table = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+    return Runs(root, records, folders, unreadable, experiments, table)
+
+
+def read_predictions(folder: Path | str):
+    """A trial's ``predictions.parquet`` (polars; ``index``, optional ``image_id``, ``label``, ``pred``,
+    ``prob_*``), or None when there is none."""
+    import polars as pl
+
+    file = Path(folder) / PREDICTIONS_FILE
+    if not file.exists():
+        return None
+    return pl.read_parquet(file)
+
+
+def read_curve(folder: Path | str, record: Mapping[str, Any]) -> tuple[list[dict] | None, str | None]:
+    """A trial's learning curve (``curve.json``: the per-epoch records it reported) and, when it exists but
+    cannot be used, what is wrong with it."""
+    name = record.get("curve") or CURVE_FILE
+    path = Path(folder) / str(name)
+    if Path(str(name)).is_absolute() or ".." in Path(str(name)).parts:
+        return None, f"{record.get('key', folder)}: curve file {name!r} is not inside the trial folder"
+    if not path.exists():
+        return None, None
+    payload, problem = _read_json(path)
+    if problem is None and not (isinstance(payload, list) and all(isinstance(r, dict) for r in payload)):
+        problem = "expected a JSON list of per-epoch records"
+    if problem is not None:
+        return None, f"{path}: {problem}"
+    return payload, None
