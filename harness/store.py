@@ -286,19 +286,56 @@ def _owner(fd: int) -> str:
 
 
 def read_experiment_record(root: Path) -> dict:
-    """``root/experiment.json`` (empty when there is none or it cannot be read: it is rewritten)."""
-    path = Path(root) / EXPERIMENT_FILE
+    """``root/experiment.json`` (empty when there is none or it cannot be read)."""
+    record, _ = _experiment_record(Path(root) / EXPERIMENT_FILE)
+    return record
+
+
+def _experiment_record(path: Path) -> tuple[dict, str | None]:
+    if not path.exists():
+        return {}, None
     try:
-        data = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return {}, f"{type(exc).__name__}: {exc}"
+    return (data, None) if isinstance(data, dict) else ({}, f"expected a JSON object; found {type(data).__name__}")
 
 
 def write_experiment_record(root: Path, record: Mapping[str, Any]) -> Path:
     path = Path(root) / EXPERIMENT_FILE
     atomic_write_json(path, dict(record))
     return path
+
+
+def update_experiment_record(root: Path, update) -> str | None:
+    """Read ``root/experiment.json``, write ``update(record)`` back, one process at a time (a blocking ``flock``
+    on ``root/.experiment.lock``: two commands on one experiment both keep their command line). A file that
+    cannot be read is kept as ``experiment.json.unreadable-<time>`` (not overwritten) and a fresh record is
+    started; returns the warning saying so, else None."""
+    root = Path(root)
+    lock = root / ".experiment.lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise store_error(exc, lock) from exc
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        path = root / EXPERIMENT_FILE
+        record, problem = _experiment_record(path)
+        warning = None
+        if problem is not None:
+            kept = path.with_name(f"{EXPERIMENT_FILE}.unreadable-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
+            try:
+                os.replace(path, kept)
+            except OSError as exc:
+                raise store_error(exc, kept, "keep the unreadable record as") from exc
+            warning = (f"{path} could not be read ({problem}); it is kept as {kept.name} and a new record of the "
+                       f"commands starts with this one")
+        write_experiment_record(root, update(record))
+        return warning
+    finally:
+        os.close(fd)
 
 
 def write_result(trial_dir: Path, result: TrialResult) -> Path:

@@ -165,6 +165,21 @@ def test_result_without_fingerprint_whose_sizes_differ_is_rerun(tmp_path, cli):
     assert kept.read_bytes() == written and _records(runs)[key]["data_fingerprint"]
 
 
+def test_an_ok_result_without_a_headline_metric_runs_again(tmp_path, cli):
+    """Written before "a trial without every headline metric is not ok" (e.g. with the metrics plugin blocked):
+    such a result is not done, or it would be skipped forever."""
+    runs = tmp_path / "runs"
+    assert _run_synthetic(cli, runs).exit_code == 0
+    ((key, _),) = _records(runs).items()
+    written = _rewrite(runs / "synthetic" / key / "result.json", metrics={})
+    again = _run_synthetic(cli, runs)
+    assert again.exit_code == 0
+    assert "runs again: its result says ok but has no macro_f1, balanced_accuracy, mcc" in again.output
+    (kept,) = _superseded(runs / "synthetic" / key)
+    assert kept.read_bytes() == written and kept.parent.name.endswith("-incomplete")
+    assert _records(runs)[key]["metrics"]["macro_f1"] is not None
+
+
 def test_dataset_without_fingerprint_is_said_in_the_result_and_on_resume(tmp_path, cli):
     runs = tmp_path / "runs"
     args = (*PLUGINS, "run", "--methods", "constant", "--datasets", "no-fingerprint", "--runs-dir", str(runs), *SMOKE)
@@ -430,6 +445,47 @@ def test_a_malformed_result_is_named_kept_and_its_trial_runs_again(tmp_path, cli
 
 
 @pytest.mark.slow  # a second Python process (imports torch)
+def test_an_unreadable_experiment_record_is_kept_not_overwritten(tmp_path, cli):
+    runs = tmp_path / "runs"
+    assert _run_synthetic(cli, runs).exit_code == 0
+    record = runs / "synthetic" / "experiment.json"
+    record.write_text('{"commands": ["harness run --my-own-notes"')  # truncated by hand
+    again = _run_synthetic(cli, runs)
+    assert again.exit_code == 0
+    assert f"warning: {record} could not be read (JSONDecodeError" in again.output
+    (kept,) = list(record.parent.glob("experiment.json.unreadable-*"))
+    assert kept.read_text() == '{"commands": ["harness run --my-own-notes"'
+    assert len(json.loads(record.read_text())["commands"]) == 1
+
+
+def test_two_commands_on_one_experiment_both_keep_their_command_line(tmp_path):
+    import threading
+
+    from harness.store import update_experiment_record
+
+    root = tmp_path / "exp"
+    root.mkdir()
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(record):
+        inside.set()
+        release.wait(10)
+        return {"commands": [*record.get("commands", []), "first"]}
+
+    first = threading.Thread(target=update_experiment_record, args=(root, slow))
+    first.start()
+    assert inside.wait(10)
+    second = threading.Thread(target=update_experiment_record,
+                              args=(root, lambda r: {"commands": [*r.get("commands", []), "second"]}))
+    second.start()
+    time.sleep(0.2)
+    assert second.is_alive()  # waits for the first writer instead of reading the record under it
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert json.loads((root / "experiment.json").read_text())["commands"] == ["first", "second"]
+
+
 def test_ctrl_c_says_what_finished_and_the_command_that_resumes(tmp_path, cli):
     runs, flag = tmp_path / "runs", tmp_path / "go"
     args = [sys.executable, "-m", "harness.cli", *PLUGINS, "run", "--methods", "constant,waits", "--set",

@@ -19,6 +19,8 @@ state          stored result                                                    
 ``unverified`` ``ok`` without a fingerprint (written before fingerprints), same   skipped, with a warning on
                sizes and classes; or the data cannot be loaded or fingerprinted   every command
                now
+``incomplete`` ``ok`` but without a required headline metric (written before a    runs; the old result is
+               trial without every headline metric stopped being ``ok``)          moved to ``superseded/``
 ``unreadable`` a ``result.json`` that is not JSON or not a trial result           runs; the file is moved to
                                                                                   ``superseded/``
 ``busy``       another process holds the trial's lock                             skipped here, said so
@@ -40,9 +42,10 @@ from harness.run.settings import RunSettings
 from harness.run.trial import Trial, load_data
 from harness.store import ResultStore
 
-TODO, RETRY, DONE, STALE, UNVERIFIED, UNREADABLE, BUSY = (
-    "todo", "retry", "done", "stale", "unverified", "unreadable", "busy")
-RUNS = (TODO, RETRY, STALE, UNREADABLE)  # the states in which the trial runs
+TODO, RETRY, DONE, STALE, INCOMPLETE, UNVERIFIED, UNREADABLE, BUSY = (
+    "todo", "retry", "done", "stale", "incomplete", "unverified", "unreadable", "busy")
+RUNS = (TODO, RETRY, STALE, INCOMPLETE, UNREADABLE)  # the states in which the trial runs
+REPLACES_OK = (STALE, INCOMPLETE)  # the states in which an ok result is moved aside for the trial to run again
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,13 @@ class ResumeCheck:
             return Decision(trial.key, TODO)
         if not result.ok:
             return Decision(trial.key, RETRY)
+        missing = [m for m in self.settings.required_metrics if result.metrics.get(m) is None]
+        if missing:
+            return Decision(trial.key, INCOMPLETE, f"its result says ok but has no {', '.join(missing)} (a trial "
+                                                   f"without every headline metric is not ok); it runs again and the "
+                                                   f"old result is kept in "
+                                                   f"{store.trial_dir(trial.key) / 'superseded'}",
+                            result.data_fingerprint)
         return self._check_data(trial, result)
 
     def _check_data(self, trial: Trial, result: TrialResult) -> Decision:

@@ -36,7 +36,7 @@ from harness.registry import ENV_BLOCK, PluginManager, Registry, load_plugins
 from harness.run import models
 from harness.run.config import config_from_dict, data_protocol_warnings
 from harness.run.models import load_predictor
-from harness.run.resume import STALE, Decision
+from harness.run.resume import REPLACES_OK, Decision
 from harness.run.settings import ENV_CACHE_DIR, ENV_DATA_DIR, RunSettings
 from harness.run.trial import NO_SAMPLER, Trial, load_data
 from harness.store import (
@@ -325,12 +325,12 @@ def _set_aside_previous(store: ResultStore, trial: Trial, decision: Decision | N
     if unreadable is not None:
         store.set_aside(trial.key, "unreadable")
     elif result is not None and result.ok:
-        replacing = decision is not None and decision.state == STALE and \
+        replacing = decision is not None and decision.state in REPLACES_OK and \
             result.data_fingerprint == decision.stored_fingerprint
         if decision is not None and not replacing:
             raise TrialSkipped(f"finished by another process meanwhile (result written {result.finished}); "
                                f"not run again here")
-        store.set_aside(trial.key, "stale-data" if replacing else "rerun")
+        store.set_aside(trial.key, decision.state if replacing else "rerun")
 
 
 def _run_locked(trial: Trial, settings: RunSettings, trial_dir: Path, *, reporter, registry: Registry,
