@@ -572,3 +572,20 @@ def test_an_unwritable_result_inside_a_trial_is_not_reported_as_a_method_failure
         run_trial(trial, settings, registry=registry, manager=manager, reporter=lambda **_: None)
     record = TrialResult.read(tmp_path / trial.experiment / trial.key / "result.json")
     assert record.status == "failed" and "No space left" in record.error
+
+
+def test_every_test_docs_trust_names_exists():
+    """docs/trust.md lists each case with its test: a renamed or deleted test must not leave the list lying."""
+    import re
+
+    text = (REPO / "docs" / "trust.md").read_text()
+    named, missing = 0, []
+    for row in text.splitlines():
+        last = None
+        for match in re.finditer(r"`(?:(test_\w+\.py))?::(\w+)`", row):
+            file = match.group(1) or last
+            last = file
+            named += 1
+            if not re.search(rf"^def {match.group(2)}\(", (REPO / "tests" / file).read_text(), re.M):
+                missing.append(f"{file}::{match.group(2)}")
+    assert named >= 54 and not missing, missing
