@@ -50,6 +50,7 @@ EXPERIMENT_FILE = "experiment.json"  # RUNS_DIR/EXPERIMENT/experiment.json: the 
 LOCK_FILE = ".lock"  # RUNS_DIR/EXPERIMENT/<key>/.lock: held (flock) by the process running the trial
 SUPERSEDED_DIR = "superseded"  # <key>/superseded/<time>-<why>/: what a re-run trial's folder held before
 SUPERSEDED_RESULT = "result.superseded.json"
+LOCK_PATIENCE_S = 0.25  # how long taking a trial's lock retries before the trial counts as held elsewhere
 
 __all__ = ["RESULT_SCHEMA", "ResultStore", "Runs", "StoreError", "TrialResult", "TrialSkipped", "Unreadable",
            "atomic_write_json", "check_name", "child", "load_runs", "prepare_root", "write_result"]
@@ -220,11 +221,9 @@ class ResultStore:
             raise store_error(exc, folder / LOCK_FILE) from exc
         try:
             if fcntl is not None:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
+                if not _try_flock(fd, LOCK_PATIENCE_S):
                     raise TrialSkipped(f"in progress in another process ({_owner(fd)}); not run here. Its "
-                                       f"result will be in {folder} when it finishes.") from None
+                                       f"result will be in {folder} when it finishes.")
                 owner = {"pid": os.getpid(), "host": socket.gethostname(),
                          "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
                 with contextlib.suppress(OSError):  # who holds it is for messages only
@@ -235,21 +234,22 @@ class ResultStore:
             os.close(fd)  # releases the flock
 
     def holder(self, key: str) -> str | None:
-        """Who holds trial ``key`` (``"pid 123 on host, since ..."``), or None when nobody does."""
-        if fcntl is None or not (self.trial_dir(key) / LOCK_FILE).exists():
+        """Who holds trial ``key`` (``"pid 123 on host, since ..."``), or None when nobody does. A probe: it
+        takes the lock for an instant only when it is free, writes nothing, and a process locking the trial
+        meanwhile waits for it (:data:`LOCK_PATIENCE_S`)."""
+        path = self.trial_dir(key) / LOCK_FILE
+        if fcntl is None or not path.exists():
             return None
         try:
-            with self.lock(key):
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            if _try_flock(fd, 0):
                 return None
-        except TrialSkipped:
-            try:
-                fd = os.open(self.trial_dir(key) / LOCK_FILE, os.O_RDONLY)
-            except OSError:
-                return "another process"
-            try:
-                return _owner(fd)
-            finally:
-                os.close(fd)
+            return _owner(fd)
+        finally:
+            os.close(fd)
 
     # -- nothing finished is overwritten ----------------------------------------------------------
 
@@ -270,6 +270,20 @@ class ResultStore:
         except OSError as exc:
             raise store_error(exc, target, "move the previous result to") from exc
         return target
+
+
+def _try_flock(fd: int, patience: float) -> bool:
+    """Take the exclusive lock on ``fd`` without blocking, retrying for ``patience`` seconds (another process's
+    :meth:`ResultStore.holder` probe holds it for an instant); False when it stays held."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
 
 
 def _owner(fd: int) -> str:
