@@ -25,6 +25,8 @@ def _registry(ctx: click.Context):
     manager, registry = cached_plugins(ctx.obj["plugins"], ctx.obj["blocked"])
     for failure in registry.failures:
         click.echo(f"warning: plugin {failure.name!r} failed to load: {failure.error}", err=True)
+    for kind, name in sorted(registry.conflicts):
+        click.echo(f"warning: {registry.conflict_error(kind, name)}", err=True)
     return manager, registry
 
 
@@ -118,11 +120,24 @@ def run(ctx, **options):
     experiment, trials = request.plan(registry)
     click.echo(f"{len(trials)} trial(s) -> {request.root}")
     if request.dry_run:
-        _print_trials(trials, Path(request.runs_dir))
+        _print_trials(trials, request.settings(), registry)
         return
-    summary = execute(request, experiment, trials, command=_command_line(click.get_current_context()))
-    _print_outcome(request.root, summary)
+    command = _command_line(click.get_current_context())
+    summary = execute(request, experiment, trials, command=command)
+    if summary.stopped:
+        _print_stopped(request.root, summary, command)
+    else:
+        _print_outcome(request.root, summary)
     sys.exit(summary.exit_code)
+
+
+def _print_stopped(root: Path, summary, command: str) -> None:
+    """What an interrupted (Ctrl-C) or stopped run did, and the command that resumes it."""
+    if not summary.interrupted:
+        click.echo(f"error: {summary.stopped}", err=True)
+    click.echo(f"{'interrupted' if summary.interrupted else 'stopped'}: {len(summary.ok)} trial(s) finished in this "
+               f"run ({len(summary.failed)} failed), {len(summary.skipped)} were done before, {len(summary.not_run)} "
+               f"not finished. Finished results are kept in {root}. Resume with:\n  {command}", err=True)
 
 
 def _print_outcome(root: Path, summary) -> None:
@@ -140,10 +155,16 @@ def _print_outcome(root: Path, summary) -> None:
         write_leaderboard(board, root)
         click.echo("")
         click.echo(to_text(board))
-    click.echo(f"{len(summary.ok)} ok, {len(summary.skipped)} skipped (done before), {len(summary.failed)} failed. "
-               f"Leaderboard: {root / 'leaderboard.md'}")
+    click.echo(f"{len(summary.ok)} ok, {len(summary.skipped)} skipped (done before), {len(summary.failed)} failed"
+               + (f", {len(summary.busy)} left to another process" if summary.busy else "")
+               + f". Leaderboard: {root / 'leaderboard.md'}")
     for key in summary.failed:
         click.echo(f"  failed: {key}: {summary.errors.get(key, '')} (see {root / key / 'result.json'})", err=True)
+    for key, reason in summary.busy.items():
+        click.echo(f"  not run here: {key}: {reason}", err=True)
+    if summary.unverified:
+        click.echo(f"warning: {len(summary.unverified)} stored result(s) were reused without a data check (see the "
+                   f"warnings above); move a trial's folder out of {root} to re-run it", err=True)
     if board is None:
         return
     try:
@@ -201,12 +222,14 @@ def _record_experiment(root: Path, exp, command: str) -> None:
     record_experiment(root, exp, command)
 
 
-def _print_trials(trials, runs_dir: Path) -> None:
-    from harness.store import ResultStore
+def _print_trials(trials, settings, registry) -> None:
+    """``--dry-run``: each trial, whether it is done or would run, and why when that is not plain."""
+    from harness.run.resume import for_trials
 
-    for trial in trials:
-        done = ResultStore(runs_dir / trial.experiment).is_done(trial.key)
-        click.echo(f"{'done' if done else 'todo'}  {trial.key}  {trial.label()}  {json.dumps(trial.config, sort_keys=True)}")
+    for trial, decision in for_trials(trials, settings, registry):
+        click.echo(f"{decision.state:<10}  {trial.key}  {trial.label()}  {json.dumps(trial.config, sort_keys=True)}")
+        if decision.reason:
+            click.echo(f"{'':<10}  {'would run again' if decision.runs else 'skipped'}: {decision.reason}")
 
 
 def _command_line(ctx: click.Context) -> str:
@@ -319,8 +342,8 @@ def list_(ctx, kind, as_json):
     _, registry = _registry(ctx)
     kinds = (kind,) if kind else KIND_NAMES
     data = {
-        k: [{**_describe(k, spec), "plugin": registry.provider[(k, name)]}
-            for name, spec in sorted(registry.table(k).items())]
+        k: [{**_describe(k, spec), "plugin": plugin, **({"conflict": True} if conflict else {})}
+            for _, spec, plugin, conflict in registry.entries(k)]
         for k in kinds
     }
     if as_json:
@@ -331,7 +354,8 @@ def list_(ctx, kind, as_json):
         if not data[k]:
             click.echo("  (none)")
         for entry in data[k]:
-            click.echo(f"  {entry['name']:<18} {entry['description']}  [plugin: {entry['plugin']}]")
+            conflict = "  CONFLICT: another plugin registers this name too" if entry.get("conflict") else ""
+            click.echo(f"  {entry['name']:<18} {entry['description']}  [plugin: {entry['plugin']}]{conflict}")
             if k == "datasets":
                 click.echo(f"  {'':<18} {len(entry['classes'])} classes, {entry['modality']}; "
                            f"licence: {entry['license']}")
@@ -349,13 +373,18 @@ def plugins(ctx, as_json):
     rows = [{"name": p.name, "version": p.version, "module": p.module, "hooks": list(p.hooks), "source": p.source}
             for p in registry.plugins]
     failures = [{"name": f.name, "error": f.error} for f in registry.failures]
+    conflicts = [{"kind": kind[:-1], "name": name, "plugins": sorted(plugin for plugin, _ in claims)}
+                 for (kind, name), claims in sorted(registry.conflicts.items())]
     if as_json:
-        click.echo(json.dumps({"plugins": rows, "failed": failures}, indent=2))
+        click.echo(json.dumps({"plugins": rows, "failed": failures, "conflicts": conflicts}, indent=2))
         return
     for row in rows:
         click.echo(f"{row['name']:<16} {row['version']:<10} {row['module']:<28} {', '.join(row['hooks'])}")
     for failure in failures:
         click.echo(f"{failure['name']:<16} FAILED: {failure['error']}")
+    for conflict in conflicts:
+        click.echo(f"CONFLICT: {conflict['kind']} {conflict['name']!r} is registered by "
+                   f"{' and '.join(conflict['plugins'])}; block one with --block-plugin NAME")
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -57,16 +57,22 @@ def test_registered_plugin_appears_in_registry():
     assert "resnet" in registry.methods  # the built-ins still load
 
 
-def test_duplicate_names_fail_naming_both_plugins():
-    manager = load_plugins(objects=[("first", _method_plugin("twin")), ("second", _method_plugin("twin"))])
+def test_duplicate_names_are_listed_and_using_one_fails_naming_both_plugins():
+    registry = load_plugins(objects=[("first", _method_plugin("twin")), ("second", _method_plugin("twin"))]
+                            ).build_registry()  # both stay visible, so the user can block one
+    assert sorted((name, plugin, conflict) for name, _, plugin, conflict in registry.entries("methods")
+                  if name == "twin") == [("twin", "first", True), ("twin", "second", True)]
     with pytest.raises(HarnessError) as err:
-        manager.build_registry()
+        registry.get("methods", "twin")
     assert "'first'" in str(err.value) and "'second'" in str(err.value) and "twin" in str(err.value)
+    assert "--block-plugin" in str(err.value)
 
 
-def test_duplicate_of_a_builtin_fails():
+def test_duplicate_of_a_builtin_fails_when_used():
+    registry = load_plugins(objects=[("impostor", _method_plugin("resnet"))]).build_registry()
     with pytest.raises(HarnessError, match="'resnet'.*'impostor'"):
-        load_plugins(objects=[("impostor", _method_plugin("resnet"))]).build_registry()
+        registry.get("methods", "resnet")
+    assert registry.get("methods", "focal")  # the other names are unaffected
 
 
 def test_broken_plugin_is_reported_and_the_rest_load(tmp_path, monkeypatch):

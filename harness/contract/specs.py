@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ PROFILES = ("smoke", "cpu", "paper")
 MIN_IMAGE_SIZE = 8  # the smallest image a dataset may be resized to (a ResNet stem needs a few pixels)
 MAX_IMAGE_SIZE = 1024  # the same bound the file-based datasets state
 PROB_TOLERANCE = 1e-4  # predicted class probabilities must sum to 1 within this, per row
+MAX_NAME_BYTES = 200  # names become folder names (a trial key adds a hash); file names stop at 255 bytes
 
 
 def resolve_callable(target: Callable | str, what: str) -> Callable:
@@ -53,6 +55,30 @@ def check_range(name: str, value: Any, *, low: float | None = None, high: float 
         bounds = [f"greater than {low}" if low_open else f"at least {low}"] if low is not None else []
         bounds += [f"at most {high}"] if high is not None else []
         raise ValueError(f"{name} must be {' and '.join(bounds)}; found {value!r}")
+
+
+def check_name(name: Any, what: str) -> str:
+    """``name`` if it can be one folder name below the runs folder; otherwise a :class:`HarnessError` saying
+    what ``what`` (e.g. ``"--experiment"``, ``"method name"``) may be. Refused: empty, ``.`` and ``..``, a
+    ``/`` or ``\\`` (or the platform's separators), control characters, a leading or trailing space, more than
+    200 bytes."""
+    problem = None
+    if not isinstance(name, str) or not name:
+        problem = "it is empty" if isinstance(name, str) else f"it is a {type(name).__name__}"
+    elif name in (".", ".."):
+        problem = f"{name!r} names a folder that already exists"
+    elif any(sep in name for sep in {"/", "\\", os.sep, os.altsep or "/"}):
+        problem = "it contains a path separator"
+    elif any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        problem = "it contains a control character"
+    elif name != name.strip():
+        problem = "it starts or ends with a space"
+    elif len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        problem = f"it is longer than {MAX_NAME_BYTES} bytes"
+    if problem:
+        raise HarnessError(f"{what} {name!r} cannot be a folder name in the runs folder: {problem}. Use letters, "
+                           f"digits and . _ - + (no '/', '\\' or '..').")
+    return name
 
 
 # ---------------------------------------------------------------------------------------------- data
