@@ -1,16 +1,16 @@
 """DiffMIC budget study (issue 16, "Convergence, shown"): Macro-F1 against the training budget, 3 seeds.
 
-For each method and each budget B (epochs of the denoiser's stage; ``diffmic-basic`` trains its network for
-the DCG warm-up + B epochs, the same DCG schedule as the diffusion rows), the trials run through ``harness
-run`` (the same code path, stored and resumable in ``--runs-dir``; experiment ``budget-B``), with the ``cpu``
-profile otherwise. The table gives, per method and budget, the mean and standard deviation over seeds of:
+For each method and each budget B (optimizer steps of the denoiser's stage, ``steps=B``, at least
+``min_epochs`` epochs; ``diffmic-basic`` trains its network for the DCG warm-up + as many epochs, the same DCG
+schedule as the diffusion rows), the trials run through ``harness run`` (the same code path, stored and
+resumable in ``--runs-dir``; experiment ``budget-B``), with the ``cpu`` profile otherwise. The table gives, per method and budget, the mean and standard deviation over seeds of:
 the chain's validation Macro-F1 at the selected checkpoint and its prior's (the DCG alone, at the same
 checkpoint), test Macro-F1 and balanced accuracy, and the fit time (one torch thread per trial). The plateau
 is the smallest budget whose mean *validation* Macro-F1 is within ``--tolerance`` of the best budget's.
 
     python benchmarks/diffmic_budget.py --data-dir ../shared/data                       # the study (hours)
-    python benchmarks/diffmic_budget.py --data-dir ../shared/data --budgets 1,2 --seeds 0 --methods diffmic-c1 \\
-        --runs-dir /tmp/budget-check --set diffmic-c1.dcg_warmup_epochs=1                # a check (minutes)
+    python benchmarks/diffmic_budget.py --data-dir ../shared/data --budgets 17,34 --seeds 0 --methods diffmic-c1 \\
+        --runs-dir /tmp/budget-check --set diffmic-c1.dcg_warmup_epochs=1 --set diffmic-c1.min_epochs=1   # a check
     python benchmarks/diffmic_budget.py --runs-dir runs/diffmic-budget --report-only    # the table again
 
 ``--jobs 2`` runs two ``harness run`` processes at once (one thread each): on this 2-core machine, twice
@@ -40,7 +40,7 @@ def command(args, method: str, budget: int) -> list[str]:
     cmd = [sys.executable, "-m", "harness.cli", "run", "--methods", method, "--datasets", args.dataset,
            "--seeds", args.seeds, "--profile", "cpu", "--runs-dir", str(args.runs_dir),
            "--experiment", experiment(budget), "--threads", str(args.threads), "--no-onnx",
-           "--set", f"{method}.epochs={budget}", "--set", f"{method}.steps=0"]
+           "--set", f"{method}.steps={budget}"]
     if args.data_dir:
         cmd += ["--data-dir", str(args.data_dir)]
     for item in args.set:
@@ -100,7 +100,7 @@ def summary(values: list) -> str:
 
 def report(args) -> str:
     rows = collect(args)
-    lines = [f"DiffMIC budget study on {args.dataset} (cpu profile; budget = epochs of the denoiser's stage; "
+    lines = [f"DiffMIC budget study on {args.dataset} (cpu profile; budget = optimizer steps of the denoiser's stage; "
              f"mean ± sd over seeds {args.seeds})", "",
              "| method | budget | seeds | " + " | ".join(name for _, name in COLUMNS) + " | chain >= prior |",
              "|---|---|---|" + "---|" * len(COLUMNS) + "---|"]
@@ -124,7 +124,7 @@ def report(args) -> str:
     lines.append("")
     for method, budget in plateaus.items():
         lines.append(f"- {method}: plateau (mean validation Macro-F1 within {args.tolerance} of the best budget's) "
-                     f"at {budget} epochs")
+                     f"at {budget} steps")
     text = "\n".join(lines) + "\n"
     if args.out:
         out = Path(args.out)
@@ -138,7 +138,7 @@ def report(args) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
-    parser.add_argument("--budgets", default="10,20,40,80,120", help="epochs of the denoiser's stage")
+    parser.add_argument("--budgets", default="200,400,800,1600", help="optimizer steps of the denoiser's stage")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--dataset", default="retinamnist")
     parser.add_argument("--data-dir", default=None)

@@ -459,3 +459,27 @@ def test_onnx_runtime_drives_the_same_chain_as_torch(tmp_path):
     torch.testing.assert_close(b["uncertainty"], a["uncertainty"])
     with pytest.raises(HarnessError, match="missing denoiser"):
         OnnxDiffMIC({**paths, "denoiser": tmp_path / "absent.onnx"}, torch_module)
+
+
+@pytest.mark.slow
+def test_diffmic_beats_chance_and_matches_its_prior_on_synthetic(tmp_path):
+    """The chain starts at the DCG's prior: a working denoiser keeps (or sharpens) it. A smaller ``cpu`` trial
+    (16 px, 350 training images, 400 denoiser steps; under a minute on one core): the chain's validation
+    Macro-F1 at the selected checkpoint matches (within 0.02, about one image of a small class) or beats the
+    prior's at that checkpoint, and the test Macro-F1 is far above chance (0.14 for 7 classes). Before the fixes
+    (batch-statistics priors, a 3-epoch warm-up, 80 denoiser steps) the chain was at chance."""
+    from harness.run.runner import cached_plugins
+
+    _, registry = cached_plugins((), ())
+    exp = Experiment(methods=("diffmic",), datasets=("synthetic",), profile="cpu", seeds=(0,),
+                     overrides={"synthetic": {"size": 16, "n_train": 350, "n_val": 140, "n_test": 140},
+                                "diffmic": {"steps": 400, "dcg_warmup_epochs": 10, "batch_size": 32,
+                                            "feature_dim": 128, "uncertainty_chains": 0, "explain_per_class": 0}})
+    (trial,) = expand(exp, registry)
+    settings = RunSettings(runs_dir=tmp_path, threads=1, latency=LatencySettings(onnx=False, budget_s=0.01,
+                                                                                   max_repeats_b1=2))
+    result = run_trial(trial, settings, reporter=lambda **_: None)
+    assert result["status"] == "ok", result.get("traceback")
+    notes = result["notes"]
+    assert notes["val_macro_f1"] >= notes["val_prior_macro_f1"] - 0.02, notes
+    assert result["metrics"]["macro_f1"] > 0.5, result["metrics"]
