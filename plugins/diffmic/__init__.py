@@ -1,13 +1,17 @@
 """``diffmic``: DiffMIC, dual-guidance diffusion for medical image classification, with its ablations.
 
 Yang et al., "DiffMIC: Dual-Guidance Diffusion Network for Medical Image Classification", MICCAI 2023,
-built on CARD (Han et al., NeurIPS 2022). Implemented from ``docs/methods-brief.md`` section 1; the
-model lives in ``plugins/diffmic/model.py`` (read it next to the paper). This module only registers the
-methods and must stay cheap to import (no torch).
+built on CARD (Han et al., NeurIPS 2022). Implemented from ``docs/methods-brief.md`` section 1. This module
+registers the methods and holds their config; it must stay cheap to import (no torch). The package:
+``model.py`` (read it next to the paper: the label diffusion on ``harness.toolkit.nn``, the DCG, the denoiser,
+the losses, the predictor module), ``train.py`` (the stages on the shared training loop), ``explain.py``
+(saliency and ROI images), ``export.py`` (ONNX export of the per-step networks, an ONNX Runtime-driven chain).
 
 Four methods, the rows of the paper's Table 2, share one config dataclass (``variant`` selects the row):
 
-- ``diffmic-basic``: the classifier alone (the image encoder + a linear head, cross-entropy).
+- ``diffmic-basic``: the prior's network alone: the DCG global branch (the same backbone, pretrained where
+  available, as the diffusion rows) trained with cross-entropy as the diffusion rows train their DCG, so
+  basic -> C1 measures the label diffusion, not pretraining or a different encoder.
 - ``diffmic-c1``: vanilla label diffusion with a plain classifier prior (the DCG global branch only:
   backbone + bias-free 1x1 conv + spatial mean), no ROI / local branch, no MMD.
 - ``diffmic-c2``: + the dual-granularity conditional guidance (global + local priors), no MMD.
@@ -17,21 +21,30 @@ Deviations from the official code, on purpose:
 
 - Model selection uses the validation split only. **The official code selects its checkpoint on the
   test set** (validation every 10 epochs with the full 1000-step chain on the test images).
-- The priors are detached in the denoiser step (the code zeroes their gradients before the DCG step).
+- The priors are detached in the denoiser step (the code zeroes their gradients before the DCG step); as in
+  the code they come from the DCG in eval mode, and its cross-entropy step is a separate training-mode forward.
 - The image feature of the denoiser is computed once per image (training: once for the three branches;
   inference: once per image, not once per step). The result is the same; only the cost changes.
+- The chain's noise is seeded per image (a hash of the image and the trial seed), so a prediction depends
+  neither on its batch nor on its position in it.
+- Probabilities: softmax(y0 / tau) of the one chain with tau fitted on validation (NLL), or the vote shares
+  with ``readout="vote"``; the result's ``notes`` say which. The predicted class is the code's either way.
 - Metrics are computed once on the full test predictions (the code averages accuracy and kappa per
   batch).
 
-Profiles: ``smoke`` (seconds, for tests), ``cpu`` (a tiny CNN for all three encoders, width 512, a
-100-step schedule with the 1000-step schedule's end point, 8 noise draws per image; about a minute of
-CPU time per synthetic trial), ``paper`` (ResNet-50 DCG branches with ImageNet weights if
-cached, ResNet-18 image encoder trained from scratch, width 6144, batch 32, Adam 1e-3 with a 40-epoch
-warm-up then cosine, 1000 epochs, T = 1000; run it at 224 px with ``--set dataset.size=224`` and set
-``--set diffmic.test_timesteps=250`` for ISIC or ``=60`` for APTOS).
+Profiles: ``smoke`` (seconds, for tests); ``cpu`` (a tiny CNN for all three encoders, width 512, a 100-step
+schedule with the 1000-step schedule's end point, 8 noise draws per image, the code's 15-epoch DCG warm-up,
+then 800 denoiser steps (``steps``; ``--set diffmic.steps=0 --set diffmic.epochs=N`` counts epochs instead)
+at lr 3e-3; about 5 to 10 minutes of one core per trial; see ``benchmarks/README.md`` for the budget study);
+``paper`` (the code's settings: ResNet-50 DCG branches with ImageNet weights, which must be in the local cache,
+ResNet-18 image encoder trained from scratch, width 6144, batch 32, Adam 1e-3 with a 40-epoch warm-up then
+cosine, 1000 epochs, T = 1000, rotation with zero fill), with the paper's per-dataset settings
+(``DATASET_PROFILES``: 60 chain steps, batch 32 and vertical flips on APTOS, 250 steps and batch 64 on
+ISIC / HAM10000, 100 otherwise; the 70/30 ``diffmic`` split at 224 px as the stated protocol).
 
 Inference options beyond the code: ``sampler=respaced|ddim``, ``readout=vote`` (CARD's majority vote),
-``uncertainty_chains`` (the spread of the label over chains, stored as the ``uncertainty`` column),
+``uncertainty_chains`` (the spread of the label over chains, stored as the ``uncertainty`` column; latency is
+timed with one chain, the paper's cost, and with the uncertainty chains as ``full_ms_*``),
 ``inference_dtype=bfloat16`` (bfloat16 weights, float32 chain state: what meets the CPU latency target
 at the paper's settings; see ``benchmarks/README.md``), and saliency / ROI explanation images.
 """
