@@ -1,7 +1,8 @@
-"""Diffusion-classifier figures (issue 7).
+"""Diffusion-classifier figures (issues 7, 17).
 
     python benchmarks/bench_diffclf.py cost                     # batched vs naive loop, and pruning
     python benchmarks/bench_diffclf.py rules --dataset retinamnist --seed 0   # one model, several rules / N
+    python benchmarks/bench_diffclf.py onnx --threads 1         # the classification loop: torch vs ONNX Runtime
 
 ``cost``: ms per image of one classification (the cpu-profile UNet, K classes x N trials) done as batched
 network calls vs the naive loop of one network call per (image, class, trial); and network evaluations
@@ -11,6 +12,11 @@ and ms per image with Li et al.'s staged pruning.
 the largest N; the results for smaller N are the first N trials of the same draws. Reports Macro-F1,
 B-ACC, MCC per rule and N, pruned variants, network evaluations and ms per image (timed on 32 test
 images per setting), and the accuracy of the 80% most certain predictions against all.
+
+``onnx``: the cpu-profile classifier (untrained UNet: the cost does not depend on the weights) with its
+UNet in torch and exported to ONNX Runtime (``plugins/diffclf/export.py``), same noise: ms per image at
+batch 1 and batch 64 for each, and how far the two error matrices and predictions are apart.
+Budget study (Macro-F1 against training steps): ``benchmarks/diffclf_budget.py``.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import torch
 
 from harness.toolkit.nn.schedules import ShiftedCosineLogSNR
 from plugins.diffclf import PROFILES, DiffClfConfig
-from plugins.diffclf.model import build_unet, make_classifier, mean_rule_scores, vote_shares
+from plugins.diffclf.model import build_unet, make_classifier, mean_rule_scores, rule_scores, vote_shares
 
 
 def _timed(fn, repeats: int = 3) -> float:
@@ -80,7 +86,7 @@ def cost(images: int, classes: int, votes: int, size: int) -> None:
 def rules(dataset: str, seed: int, votes_list: tuple[int, ...], data_dir: str | None, overrides: dict) -> None:
     from harness.contract.specs import DatasetRequest, TrialContext
     from harness.run.runner import cached_plugins, compute_metrics, scorer
-    from plugins.diffclf.model import fit
+    from plugins.diffclf.train import fit
 
     _, registry = cached_plugins((), ())
     spec = registry.get("datasets", dataset)
@@ -124,10 +130,7 @@ def rules(dataset: str, seed: int, votes_list: tuple[int, ...], data_dir: str | 
         else:
             sub = errors[:, :n]
             shares = vote_shares(sub)
-            scores = shares if rule == "vote" else torch.softmax(-mean_rule_scores(sub), 1)
-            if rule == "vote":  # ties broken by the mean error, as in DiffusionClassifier
-                ranks = (-mean_rule_scores(sub)).argsort(1).argsort(1).float() / k
-                scores = shares + ranks * 1e-4 / n
+            scores = rule_scores(sub, "vote") if rule == "vote" else torch.softmax(-mean_rule_scores(sub), 1)
             probs, unc = scores.numpy(), (1 - shares.max(1).values).numpy()
             timing_clf = make_classifier(net, config, k, n, seed=seed + 1, rule=rule)
         with torch.inference_mode():
@@ -141,9 +144,43 @@ def rules(dataset: str, seed: int, votes_list: tuple[int, ...], data_dir: str | 
               f"{metrics['accuracy']:.3f} |", flush=True)
 
 
+def onnx(classes: int, votes: int, size: int, batch: int) -> None:
+    import tempfile
+
+    from plugins.diffclf.export import onnx_classifier
+
+    config = DiffClfConfig(**PROFILES["cpu"])
+    torch.manual_seed(0)
+    net = build_unet(config, 3, size, classes).eval()
+    for p in net.parameters():  # away from the zero initialisation, so the outputs (and the votes) are not all equal
+        torch.nn.init.normal_(p, std=0.05)
+    clf = make_classifier(net, config, classes, votes, seed=0).eval()
+    x = torch.rand(batch, 3, size, size) * 2 - 1
+    with tempfile.TemporaryDirectory() as tmp:
+        ort_clf = onnx_classifier(clf, Path(tmp) / "unet.onnx", x, threads=torch.get_num_threads())
+        with torch.inference_mode():
+            e_torch, e_onnx = clf.errors(x)[0], ort_clf.errors(x)[0]
+            p_torch, p_onnx = clf(x)["probs"], ort_clf(x)["probs"]
+            rows = []
+            for name, c in (("torch", clf), ("onnxruntime", ort_clf)):
+                b1 = _timed(lambda c=c: c(x[:1]), 3) * 1000
+                bb = _timed(lambda c=c: c(x), 2) * 1000 / batch
+                rows.append((name, b1, bb))
+    print(f"threads {torch.get_num_threads()}, {classes} classes x {votes} trials, {size} px "
+          f"(model input {tuple(clf.transform(x[:1]).shape[1:])}), batch {batch}, provider {ort_clf.net.provider}")
+    print(f"| runtime | ms / image, batch 1 | ms / image, batch {batch} |")
+    print("|---|---|---|")
+    for name, b1, bb in rows:
+        print(f"| {name} | {b1:.1f} | {bb:.1f} |")
+    rel = ((e_onnx - e_torch).abs() / e_torch.abs().clamp(min=1e-12)).max().item()
+    print(f"\nmax relative difference of the error matrices: {rel:.2e}; identical labels: "
+          f"{bool(torch.equal(p_onnx.argmax(1), p_torch.argmax(1)))}; max |probs difference|: "
+          f"{(p_onnx - p_torch).abs().max().item():.2e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["cost", "rules"])
+    parser.add_argument("what", choices=["cost", "rules", "onnx"])
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--classes", type=int, default=7)
     parser.add_argument("--votes", type=int, default=51)
@@ -152,18 +189,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--rule-votes", default="11,51,101")
-    parser.add_argument("--set", action="append", default=[], help="config override key=value (int/float)")
+    parser.add_argument("--set", action="append", default=[], help="config override key=value (a TOML value)")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=64, help="onnx: the throughput batch")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.what == "cost":
         cost(args.images, args.classes, args.votes, args.size)
+    elif args.what == "onnx":
+        onnx(args.classes, args.votes, args.size, args.batch)
     else:
-        overrides = {}
-        for item in args.set:
-            key, value = item.split("=", 1)
-            overrides[key] = float(value) if "." in value or "e-" in value else int(value)
+        from harness.run.config import parse_value
+
+        overrides = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
         rules(args.dataset, args.seed, tuple(int(v) for v in args.rule_votes.split(",")), args.data_dir, overrides)
 
 

@@ -17,9 +17,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from harness.contract.specs import normalise
 from harness.toolkit.nn.diffusion import ancestral_step, cfg_eps, eps_to_x0, to_eps
 from harness.toolkit.nn.schedules import alpha_sigma_from_logsnr
-from plugins.diffclf.model import tensor_key
+from harness.toolkit.training import to_uint8_tensor
+from plugins.diffclf.model import DiffusionClassifier, tensor_key
 
 FRACTIONS = tuple(round(f, 2) for f in np.arange(0.0, 0.95, 0.05))
 
@@ -111,13 +113,16 @@ def _to_u8(x: torch.Tensor) -> np.ndarray:
     return arr[..., 0] if arr.shape[2] == 1 else arr
 
 
-def make_explainer(predictor, config):
+def make_explainer(clf: DiffusionClassifier, config, *, mean, std, batch_size: int = 64, device: str = "cpu"):
     """``explain(images_uint8, labels, out_dir) -> [paths]`` for the runner (test images and labels)."""
 
+    def to_tensor(images: np.ndarray) -> torch.Tensor:
+        return normalise(to_uint8_tensor(images).to(device), mean, std)
+
     def outputs_for(images: np.ndarray) -> dict[str, np.ndarray]:
-        clf, parts = predictor.module, {}
-        for s in range(0, len(images), predictor.batch_size):
-            x = predictor.to_tensor(images[s:s + predictor.batch_size])
+        parts: dict[str, list[np.ndarray]] = {}
+        for s in range(0, len(images), batch_size):
+            x = to_tensor(images[s:s + batch_size])
             out = clf.memo.get(tensor_key(x))  # the runner has just predicted these batches
             if out is None:
                 with torch.inference_mode():
@@ -129,7 +134,7 @@ def make_explainer(predictor, config):
     def explain(images: np.ndarray, labels: np.ndarray, out_dir: Path) -> list[Path]:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        clf = predictor.module.eval()
+        clf.eval()
         out = outputs_for(images)
         rows = referral_curve(labels, out["probs"], out["uncertainty"], out["vote_entropy"])
         csv = out_dir / "referral.csv"
@@ -142,7 +147,7 @@ def make_explainer(predictor, config):
                                for c in range(clf.num_classes)]).astype(np.int64)
         if len(pick) == 0 or config.cf_steps < 1:
             return paths
-        x = clf.model_view(predictor.to_tensor(images[pick]))
+        x = clf.model_view(to_tensor(images[pick]))
         true = torch.as_tensor(labels[pick], device=x.device).long()
         others = torch.as_tensor(out["probs"][pick]).clone()
         others[torch.arange(len(pick)), true.cpu()] = -1.0

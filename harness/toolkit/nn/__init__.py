@@ -4,6 +4,7 @@
 - ``harness.toolkit.nn.diffusion``: forward noising, eps / x0 / v conversions, DDPM, DDIM, respacing,
   classifier-free and classifier guidance, min-SNR loss weights.
 - ``harness.toolkit.nn.ema``: exponential moving average of weights.
-- ``harness.toolkit.nn.unet``: a compact class-conditional UNet (null class, optional external class table).
+- ``harness.toolkit.nn.unet``: a compact class-conditional UNet (null class; additive class embedding, an external
+  class table, or one class token through cross-attention; attention levels by depth or by resolution).
 - ``harness.toolkit.nn.wavelet``: the Haar wavelet input transform.
 """
