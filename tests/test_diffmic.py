@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -332,6 +332,11 @@ def test_paper_profile_carries_the_per_dataset_settings():
         # an explicit override still wins; other profiles are untouched by the paper's per-dataset settings
         assert resolve_method_config(spec, "paper", {"test_timesteps": 80}, dataset="aptos")["test_timesteps"] == 80
         assert resolve_method_config(spec, "cpu", {}, dataset="aptos")["vflip"] is False
+        for dataset, settings in spec.dataset_profiles["paper"].items():  # every stated option exists
+            data_spec = registry.get("datasets", dataset)
+            assert settings["dataset.split"] in data_spec.protocols
+            assert {k[len("dataset."):] for k in settings if k.startswith("dataset.")} <= {
+                f.name for f in fields(data_spec.options)}
         warnings = data_protocol_warnings(spec, "paper", "aptos", {"split": "iois", "size": 224})
         assert len(warnings) == 1 and "split='diffmic'" in warnings[0]
         assert not data_protocol_warnings(spec, "paper", "aptos", {"split": "diffmic", "size": 224})
