@@ -196,7 +196,7 @@ def fit_diffusion(data, cfg, ctx) -> Predictor:
     def prior_score(epoch, model):
         if (epoch + 1) % max(1, cfg.eval_every) and epoch + 1 != budget.epochs:
             return None
-        return {"val_prior_macro_f1": ctx.score(val_y, predict(Prior(dcg), val_x, mean, std, device))["macro_f1"]}
+        return {"val_prior_macro_f1": ctx.score(val_y, predict(Prior(dcg).eval(), val_x, mean, std, device))["macro_f1"]}
 
     _, history = train_loop(
         ctx, cfg, model=denoiser, data=data, mean=mean, std=std, loss=joint.loss, on_step_end=joint.dcg_step,
@@ -208,12 +208,12 @@ def fit_diffusion(data, cfg, ctx) -> Predictor:
 
     # The selected checkpoint: the prior's and the chain's validation scores, and the probabilities' temperature.
     notes = {"selected_epoch": history.best_epoch,
-             "val_prior_macro_f1": ctx.score(val_y, predict(Prior(dcg), val_x, mean, std, device))["macro_f1"]}
+             "val_prior_macro_f1": ctx.score(val_y, predict(Prior(dcg).eval(), val_x, mean, std, device))["macro_f1"]}
     if cfg.readout == "argmax":
         tau = cfg.temperature
         if tau <= 0:
-            tau = fit_temperature(predict(_FirstChain(classifier), val_x, mean, std, device), val_y)
-        classifier = classifier.variant(temperature=tau)
+            tau = fit_temperature(predict(_FirstChain(classifier).eval(), val_x, mean, std, device), val_y)
+        classifier = classifier.variant(temperature=tau).eval()
         notes.update(temperature=tau, probabilities="softmax(y0 / temperature) of one chain; temperature "
                      + ("fitted on validation (NLL)" if cfg.temperature <= 0 else "set in the config"))
     else:
