@@ -260,6 +260,9 @@ class Predictor:
     Optional capabilities:
     - ``explain(images_uint8, labels, out_dir) -> list[Path]``: writes explanation images.
     - ``exportable``: ``module`` can be exported to ONNX (then the harness also times ONNX Runtime).
+    - ``latency_module``: what the harness times when it differs from ``module``, e.g. a diffusion method's one
+      chain per image (the paper's cost) where ``module`` also runs extra chains for an uncertainty column;
+      ``module`` is then timed too, as ``full_ms_per_image_*``.
     """
 
     module: Any  # torch.nn.Module
@@ -269,6 +272,7 @@ class Predictor:
     exportable: bool = True
     explain: Callable[..., list[Path]] | None = None
     device: str = "cpu"
+    latency_module: Any = None  # torch.nn.Module with the same input, timed instead of ``module``
 
     def to_tensor(self, images: np.ndarray):
         """uint8 (N, H, W, C) -> normalised float tensor (N, C, H, W) on the predictor's device."""
