@@ -11,6 +11,11 @@ dropout=0.0, emb_dim=128, num_classes=C)`` predicts a tensor of the input's shap
 - ``class_table``: an optional external (C, d) tensor (e.g. class prototypes, ProtoDiffusion) that replaces
   the learned table; a learned linear map takes d to ``emb_dim`` and a learned vector stands for the null class.
   ``forward(..., class_emb=E)`` also accepts per-sample (B, d) embeddings directly.
+- ``cond_dim`` > 0: a per-sample conditioning vector ``forward(..., cond=c)`` of width ``cond_dim`` (e.g. a
+  class prototype after ProtoDiffusion's class MLP; the null condition is c = 0) goes through its own MLP,
+  cemb = Linear(cond_dim -> emb_dim) -> SiLU -> Linear(emb_dim -> emb_dim), and enters every ResBlock through
+  its own projection beside the time embedding: h += Lin_t(SiLU(temb)) + Lin_c(SiLU(cemb)) (ProtoDiffusion;
+  the same as projecting the concatenation [temb, cemb]).
 - Time and class embeddings are added and enter every ResBlock additively (a per-channel bias after the
   first convolution, as in DDPM). Self-attention runs at the listed feature-map resolutions and in the middle.
 
@@ -43,19 +48,22 @@ def _norm(channels: int) -> nn.GroupNorm:
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv, + Linear(embedding), GroupNorm-SiLU-dropout-conv, with a residual connection."""
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0, cond: bool = False):
         super().__init__()
         self.norm1, self.conv1 = _norm(in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb = nn.Linear(emb_dim, out_ch)
+        self.cond = nn.Linear(emb_dim, out_ch) if cond else None  # Lin_c of a separate conditioning embedding
         self.norm2, self.drop = _norm(out_ch), nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, cemb: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
         h = h + self.emb(F.silu(emb))[:, :, None, None]
+        if self.cond is not None:
+            h = h + self.cond(F.silu(cemb))[:, :, None, None]
         h = self.conv2(self.drop(F.silu(self.norm2(h))))
         return self.skip(x) + h
 
@@ -83,14 +91,16 @@ class Attention(nn.Module):
 class Level(nn.Module):
     """``num_res_blocks`` ResBlocks, each optionally followed by attention."""
 
-    def __init__(self, in_ch: int, out_ch: int, n: int, emb_dim: int, dropout: float, attention: bool):
+    def __init__(self, in_ch: int, out_ch: int, n: int, emb_dim: int, dropout: float, attention: bool,
+                 cond: bool = False):
         super().__init__()
-        self.blocks = nn.ModuleList(ResBlock(in_ch if i == 0 else out_ch, out_ch, emb_dim, dropout) for i in range(n))
+        self.blocks = nn.ModuleList(ResBlock(in_ch if i == 0 else out_ch, out_ch, emb_dim, dropout, cond)
+                                    for i in range(n))
         self.attns = nn.ModuleList(Attention(out_ch) if attention else nn.Identity() for _ in range(n))
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, cemb: torch.Tensor | None = None) -> torch.Tensor:
         for block, attn in zip(self.blocks, self.attns):
-            x = attn(block(x, emb))
+            x = attn(block(x, emb, cemb))
         return x
 
 
@@ -100,11 +110,15 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 3, out_channels: int | None = None, *, channels: int = 64,
                  channel_mult: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 1,
                  attention_resolutions: tuple[int, ...] = (), dropout: float = 0.0, emb_dim: int = 128,
-                 num_classes: int = 0, class_table: torch.Tensor | None = None, image_size: int = 32):
+                 num_classes: int = 0, class_table: torch.Tensor | None = None, image_size: int = 32,
+                 cond_dim: int = 0):
         super().__init__()
         out_channels = out_channels or in_channels
-        self.num_classes, self.emb_dim, self.channels = num_classes, emb_dim, channels
+        self.num_classes, self.emb_dim, self.channels, self.cond_dim = num_classes, emb_dim, channels, cond_dim
         self.time_mlp = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        cond = cond_dim > 0
+        self.cond_mlp = (nn.Sequential(nn.Linear(cond_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+                         if cond else None)
         if class_table is not None:
             table = torch.as_tensor(class_table, dtype=torch.float32)
             if table.dim() != 2 or (num_classes and table.shape[0] != num_classes):
@@ -123,16 +137,17 @@ class UNet(nn.Module):
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         ch, res = channels, image_size
         for i, width in enumerate(widths):
-            self.down.append(Level(ch, width, num_res_blocks, emb_dim, dropout, res in attention_resolutions))
+            self.down.append(Level(ch, width, num_res_blocks, emb_dim, dropout, res in attention_resolutions, cond))
             ch = width
             last = i == len(widths) - 1
             self.downsample.append(nn.Identity() if last else nn.Conv2d(ch, ch, 3, stride=2, padding=1))
             res = res if last else (res + 1) // 2
-        self.mid = Level(ch, ch, 2, emb_dim, dropout, False)
+        self.mid = Level(ch, ch, 2, emb_dim, dropout, False, cond)
         self.mid_attn = Attention(ch)
         self.up = nn.ModuleList()
         for width in reversed(widths):
-            self.up.append(Level(ch + width, width, num_res_blocks, emb_dim, dropout, res in attention_resolutions))
+            self.up.append(Level(ch + width, width, num_res_blocks, emb_dim, dropout, res in attention_resolutions,
+                                 cond))
             ch, res = width, res * 2
         self.out = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
@@ -148,22 +163,29 @@ class UNet(nn.Module):
         return torch.where(is_null[:, None], self.null_emb.expand_as(emb), emb)
 
     def forward(self, x: torch.Tensor, time: torch.Tensor, y: torch.Tensor | None = None,
-                class_emb: torch.Tensor | None = None) -> torch.Tensor:
+                class_emb: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
         time = torch.as_tensor(time, dtype=torch.float32, device=x.device).expand(x.shape[0])
         emb = self.time_mlp(sinusoidal_embedding(time, self.channels))
         if class_emb is not None:
             emb = emb + (self.class_proj(class_emb) if self.class_table is not None else class_emb)
         elif y is not None and self.num_classes:
             emb = emb + self.class_embedding(y)
+        cemb = None
+        if self.cond_mlp is not None:
+            if cond is None or cond.shape != (x.shape[0], self.cond_dim):
+                found = None if cond is None else tuple(cond.shape)
+                raise ValueError(f"this UNet takes cond of shape ({x.shape[0]}, {self.cond_dim}) (zeros for the "
+                                 f"null condition); found {found}")
+            cemb = self.cond_mlp(cond)
         h, skips = self.stem(x), []
         for level, down in zip(self.down, self.downsample):
-            h = level(h, emb)
+            h = level(h, emb, cemb)
             skips.append(h)
             h = down(h)
-        h = self.mid_attn(self.mid(h, emb))
+        h = self.mid_attn(self.mid(h, emb, cemb))
         for level in self.up:
             skip = skips.pop()
             if h.shape[-2:] != skip.shape[-2:]:
                 h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
-            h = level(torch.cat([h, skip], dim=1), emb)
+            h = level(torch.cat([h, skip], dim=1), emb, cemb)
         return self.out(h)
