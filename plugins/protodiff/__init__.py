@@ -77,7 +77,7 @@ class CfgDiffConfig(TrainConfig):
     gen_lr: float = 1e-4
     gen_weight_decay: float = 1e-4
     gen_warmup_epochs: int = 75  # ProtoDiffusion: epochs / 20
-    gen_ema: float = 0.0  # > 0: sample with an exponential moving average of the weights (this decay)
+    gen_ema: float = 0.0  # > 0: sample with an EMA of the weights, this decay (averaging from a fifth of the steps on)
     gen_hflip: bool = True
     # reporting
     grid_per_class: int = 8  # generated images per class in samples_<generator>.png

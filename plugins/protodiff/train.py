@@ -140,7 +140,10 @@ def train_generator(train: DataSplits, config, ctx, *, table: torch.Tensor | Non
         epochs=config.gen_epochs, steps=config.gen_steps, batch_size=config.gen_batch_size, optimizer="adamw",
         lr=config.gen_lr, weight_decay=config.gen_weight_decay, schedule="cosine",
         warmup_epochs=config.gen_warmup_epochs, hflip=config.gen_hflip, vflip=False, rotation=0.0)
-    ema = EMA(net, config.gen_ema) if config.gen_ema > 0 else None
+    budget = epochs_for(stage_cfg, len(train.train))
+    # the average starts after the first fifth of the steps (before, it copies the weights), so a short cpu
+    # budget does not sample from a mix with the random initialisation
+    ema = EMA(net, config.gen_ema, start_step=budget.steps // 5) if config.gen_ema > 0 else None
     generator = torch.Generator().manual_seed(ctx.seed + 1)
 
     def loss(x, index, epoch):
@@ -150,7 +153,6 @@ def train_generator(train: DataSplits, config, ctx, *, table: torch.Tensor | Non
     net, history = train_loop(ctx, stage_cfg, model=net, data=train, mean=mean, std=std, loss=loss, ema=ema,
                               stage="generator")
     final = (ema.module if ema is not None else net).eval()
-    budget = epochs_for(stage_cfg, len(train.train))
     return final, {"epochs": budget.epochs, "steps": budget.steps, "ema": config.gen_ema,
                    "final_loss": history.records[-1].get("loss") if history.records else None}
 
