@@ -97,6 +97,24 @@ def test_several_prototypes_per_class_use_the_nearest():
     assert net.assign(torch.tensor([[3.0, 0.0], [9.0, 0.0]]), torch.tensor([0, 1])).tolist() == [1, 1]
 
 
+def test_a_frozen_encoder_keeps_its_weights_and_statistics_while_the_prototypes_learn(tmp_path):
+    data = sentinel_splits()
+    config = dataclasses.replace(ProtoDiffConfig(), proto_epochs=2, freeze_encoder=True, **TINY)
+    torch.manual_seed(0)
+    encoder = impl.backbones.create("resnet18", num_classes=0, in_chans=3, image_size=16).model
+    initial = M.PrototypeNet(encoder, 512, config.class_dim, 3, 1, config.gamma)  # the same draws as below
+    reference = {k: v.clone() for k, v in initial.state_dict().items()}
+    torch.manual_seed(0)
+    net, info = impl.learn_prototypes(impl.only(data, data.train), config, make_ctx(tmp_path))
+    assert info["encoder_frozen"] and info["encoder"] == "resnet18" and not info["encoder_pretrained_loaded"]
+    for name, value in net.state_dict().items():  # weights and batch-norm running statistics
+        if name.startswith("encoder."):
+            assert torch.equal(value, reference[name]), name
+    assert net.prototypes.shape == (3, 1, config.class_dim)
+    assert not torch.equal(net.prototypes, reference["prototypes"])  # what does learn: prototypes, projection
+    assert not torch.equal(net.project.weight, reference["project.weight"])
+
+
 # ------------------------------------------------------------------------ conditioning, guidance
 
 

@@ -56,14 +56,23 @@ class PrototypeNet(nn.Module):
 
     ``forward(x)`` returns the DCE logits (B, C); ``features(x)`` the projected features f (B, d). Inputs are
     the encoder's normalised images; ``input_size`` > 0 resizes them first (a CLIP tower wants 224 px).
+    ``freeze_encoder``: the encoder gets no gradient and stays in eval mode (IMPROVE's fixed CLIP space).
     """
 
     def __init__(self, encoder: nn.Module, feature_dim: int, dim: int, num_classes: int, per_class: int,
-                 gamma: float, input_size: int = 0):
+                 gamma: float, input_size: int = 0, freeze_encoder: bool = False):
         super().__init__()
         self.encoder, self.project = encoder, nn.Linear(feature_dim, dim)
         self.prototypes = nn.Parameter(torch.randn(num_classes, per_class, dim) / dim**0.5)
-        self.gamma, self.input_size = gamma, input_size
+        self.gamma, self.input_size, self.freeze_encoder = gamma, input_size, freeze_encoder
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> PrototypeNet:
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()  # no batch-norm statistics drift either
+        return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_size and x.shape[-1] != self.input_size:

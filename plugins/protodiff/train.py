@@ -99,11 +99,8 @@ def learn_prototypes(train: DataSplits, config, ctx) -> tuple[PrototypeNet, dict
         mean, std = tuple(cfg.get("mean", (0.5,))), tuple(cfg.get("std", (0.5,)))
     else:
         mean, std = normalisation(train.channels, False)
-    if config.freeze_encoder:
-        for p in encoder.parameters():
-            p.requires_grad_(False)
     model = PrototypeNet(encoder, int(encoder.num_features), config.class_dim, k, m, config.gamma,
-                         input_size=config.encoder_size)
+                         input_size=config.encoder_size, freeze_encoder=config.freeze_encoder)
     stage_cfg = TrainConfig(epochs=config.proto_epochs, batch_size=config.batch_size, optimizer="adamw",
                             lr=config.proto_lr, weight_decay=config.weight_decay, schedule="cosine",
                             hflip=config.hflip, vflip=config.vflip, rotation=config.rotation)
@@ -271,7 +268,12 @@ def obtain_pool(net, data: DataSplits, config, ctx, key: str) -> tuple[np.ndarra
                         guidance_scale=config.guidance_scale, steps=config.sample_steps, eta=config.eta,
                         seed=ctx.seed + 2, device=ctx.device)
         meta = {**settings, "images": int(len(labels)), "sample_seconds": time.perf_counter() - t0}
-        _atomic(path, lambda tmp: np.savez(open(tmp, "wb"), images=images, labels=labels, meta=json.dumps(meta)))
+
+        def write(tmp):
+            with open(tmp, "wb") as handle:
+                np.savez(handle, images=images, labels=labels, meta=json.dumps(meta))
+
+        _atomic(path, write)
         return images, labels, {**meta, "cached": False}
 
 
