@@ -34,6 +34,15 @@ TINY = dict(epochs=1, batch_size=32, synthetic_per_class=3, channels=8, channel_
             gen_batch_size=16, gen_lr=1e-3, gen_warmup_epochs=0, grid_per_class=2)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread, as the trial contexts here say (two threads on a loaded 2-core machine are far slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_ctx(tmp_path, seed: int = 0) -> TrialContext:
     return TrialContext(seed=seed, device="cpu", threads=1, trial_dir=tmp_path / "trial", reporter=lambda **_: None,
                         sampler_factory=uniform, profile="smoke", scorer=scorer(cached_plugins((), ())[1]))
@@ -135,6 +144,27 @@ def test_unet_condition_vector_enters_every_block_through_its_own_projection():
                for b in level.blocks)
 
 
+@pytest.mark.parametrize("channels", [8, 16, 32, 64, 128])
+def test_every_resblock_responds_to_its_time_and_condition_embeddings(channels):
+    """The embeddings are per-channel constants added before a GroupNorm: with one channel per group the
+    normalisation would subtract them exactly. The generators' UNet keeps at least 4 channels per group."""
+    from harness.toolkit.nn.unet import group_norm
+
+    config = dataclasses.replace(CfgDiffConfig(), **{**TINY, "channels": channels, "channel_mult": (1, 2)})
+    net = M.build_denoiser(channels=3, size=8, num_classes=2, config=config)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.num_channels // m.num_groups >= 4 for m in norms)
+    assert group_norm(128).num_groups == 32 and group_norm(256).num_groups == 32 and group_norm(12).num_groups == 3
+    torch.manual_seed(0)
+    block = net.unet.down[0].blocks[0]
+    torch.nn.init.normal_(block.conv2.weight, std=0.1)  # zero-initialised: give the residual branch a say
+    x, emb, cemb = torch.randn(2, channels, 6, 6), torch.randn(2, 16), torch.randn(2, 16)
+    with torch.no_grad():
+        base = block(x, emb, cemb) - block.skip(x)
+        for changed in (block(x, torch.randn(2, 16), cemb), block(x, emb, torch.randn(2, 16))):
+            assert (changed - block.skip(x) - base).abs().mean() > 0.05 * base.abs().mean()
+
+
 def test_prototype_table_is_frozen_and_the_learned_one_is_not():
     table = torch.randn(6, 4)
     frozen = M.ClassCondition(6, 4, table)
@@ -218,6 +248,27 @@ def test_ddim_sample_recovers_x0_with_the_true_noise_and_is_seeded():
     assert a.shape == (3, 8, 8, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
     with pytest.raises(HarnessError, match="class labels"):
         M.sample(net, [3], shape=(3, 8, 8), guidance_scale=1.8, steps=3)
+
+
+def test_a_trained_generator_follows_the_requested_class_and_guidance_sharpens_it(tmp_path):
+    """Red and green images (8 px): after 300 steps the samples of each class have its colour, more so with w."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 24)
+    colour = np.array([[200, 40, 40], [40, 200, 40]])
+    images = np.clip(colour[labels][:, None, None, :] + rng.normal(0, 10, (48, 8, 8, 3)), 0, 255).astype(np.uint8)
+    data = DataSplits(train=Split(images, labels), val=Split(images[:0], labels[:0]),
+                      test=Split(images[:0], labels[:0]), classes=("red", "green"))
+    config = dataclasses.replace(CfgDiffConfig(), **{**TINY, "gen_epochs": 1, "gen_steps": 300, "gen_lr": 2e-3,
+                                                     "gen_hflip": False})
+    torch.manual_seed(0)
+    net, facts = impl.train_generator(data, config, make_ctx(tmp_path))
+    assert facts["steps"] == 300
+    gap = {}
+    for w in (0.0, 1.8):
+        out = M.sample(net, np.repeat([0, 1], 8), shape=(3, 8, 8), guidance_scale=w, steps=20, seed=1).astype(float)
+        red, green = out[:8].mean((0, 1, 2)), out[8:].mean((0, 1, 2))
+        gap[w] = min(red[0] - green[0], green[1] - red[1])  # the red class is redder, the green class greener
+    assert gap[0.0] > 15 and gap[1.8] > 30 and gap[1.8] > gap[0.0] + 10, gap  # unconditional: 0
 
 
 def test_several_prototypes_per_class_draw_the_prototype_by_training_frequency():

@@ -153,7 +153,8 @@ def build_denoiser(*, channels: int, size: int, num_classes: int, config, table:
     """The ProtoDiffusion UNet of ``config`` (channels, channel_mult, ..., class_dim) for these images."""
     unet = UNet(channels, channels=config.channels, channel_mult=tuple(config.channel_mult),
                 num_res_blocks=config.num_res_blocks, attention_resolutions=tuple(config.attention_resolutions),
-                dropout=config.dropout, emb_dim=config.emb_dim, image_size=size, cond_dim=config.class_dim)
+                dropout=config.dropout, emb_dim=config.emb_dim, image_size=size, cond_dim=config.class_dim,
+                norm_group_channels=4)  # groups of >= 4 channels, so no normalisation cancels the embeddings
     condition = ClassCondition(num_classes * per_class, config.class_dim, table)
     return ConditionalDenoiser(unet, condition, num_classes, per_class, mode_weights, config.timesteps)
 

@@ -18,6 +18,9 @@ dropout=0.0, emb_dim=128, num_classes=C)`` predicts a tensor of the input's shap
   the same as projecting the concatenation [temb, cemb]).
 - Time and class embeddings are added and enter every ResBlock additively (a per-channel bias after the
   first convolution, as in DDPM). Self-attention runs at the listed feature-map resolutions and in the middle.
+- ``norm_group_channels`` > 0: every GroupNorm has at least that many channels per group (:func:`group_norm`);
+  0 keeps gcd(channels, 32 or 8) groups, which has one channel per group at 8 and 32 channels, where the
+  normalisation after the added embeddings cancels them.
 
 Any input size works (odd sizes are handled by resizing the upsampled map to its skip connection).
 """
@@ -41,8 +44,21 @@ def sinusoidal_embedding(time: torch.Tensor, dim: int, max_period: float = 10000
 
 
 def _norm(channels: int) -> nn.GroupNorm:
-    groups = math.gcd(channels, 32 if channels >= 32 else 8)
+    groups = math.gcd(channels, 32 if channels >= 32 else 8)  # one channel per group at 8 and 32 channels
     return nn.GroupNorm(max(groups, 1), channels)
+
+
+def group_norm(channels: int, min_group: int = 4) -> nn.GroupNorm:
+    """GroupNorm with at most 32 groups of at least ``min_group`` channels (DDPM's 32 groups from 128 channels).
+
+    The embeddings a ResBlock adds are per-channel constants and the normalisation after them subtracts each
+    group's mean: a group of one channel erases them (the block then ignores the time and the class), a group
+    of two keeps only their difference. ``UNet(norm_group_channels=4)`` uses this for every normalisation.
+    """
+    groups = max(1, min(32, channels // max(min_group, 1)))
+    while channels % groups:
+        groups -= 1
+    return nn.GroupNorm(groups, channels)
 
 
 class ResBlock(nn.Module):
@@ -111,7 +127,7 @@ class UNet(nn.Module):
                  channel_mult: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 1,
                  attention_resolutions: tuple[int, ...] = (), dropout: float = 0.0, emb_dim: int = 128,
                  num_classes: int = 0, class_table: torch.Tensor | None = None, image_size: int = 32,
-                 cond_dim: int = 0):
+                 cond_dim: int = 0, norm_group_channels: int = 0):
         super().__init__()
         out_channels = out_channels or in_channels
         self.num_classes, self.emb_dim, self.channels, self.cond_dim = num_classes, emb_dim, channels, cond_dim
@@ -152,6 +168,11 @@ class UNet(nn.Module):
         self.out = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
+        if norm_group_channels > 0:
+            for module in list(self.modules()):
+                for name, child in list(module.named_children()):
+                    if isinstance(child, nn.GroupNorm):
+                        setattr(module, name, group_norm(child.num_channels, norm_group_channels))
 
     def class_embedding(self, y: torch.Tensor) -> torch.Tensor:
         """Embedding (B, emb_dim) of class indices; index ``num_classes`` is the null class."""
