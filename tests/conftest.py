@@ -57,3 +57,13 @@ def cli():
 # Smallest synthetic data that still has every class in every split.
 TINY = ("--set", "synthetic.size=16", "--set", "synthetic.n_train=70", "--set", "synthetic.n_val=35",
         "--set", "synthetic.n_test=35")
+
+
+@pytest.fixture
+def aptos_data_dir(tmp_path) -> Path:
+    """A data directory holding an APTOS-layout tree (``DIR/aptos/train.csv``, ``train_images/``): 10 images
+    per grade, for ``harness run --datasets aptos --data-dir DIR`` (see ``tests/datatrees.py``)."""
+    from tests.datatrees import write_aptos
+
+    write_aptos(tmp_path / "data" / "aptos", per_class=10)
+    return tmp_path / "data"

@@ -1,6 +1,6 @@
-"""The papers' dataset plugins (plugins/datasets/papers.py, plugins/datasets/reader.py): fixture trees in each
-publisher's layout written here with small generated images, the real HAM10000 sample, split protocols,
-the on-disk cache, and every kind of bad input."""
+"""The papers' dataset plugins (plugins/datasets/<publisher>.py over plugins/datasets/reader.py): trees in each
+publisher's layout (tests/datatrees.py) with small generated images, the real HAM10000 sample, split protocols,
+the on-disk cache, and bad input (more of it in test_datasets_safety.py)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,16 @@ from PIL import Image
 from harness import DatasetRequest, HarnessError
 from harness.run.config import build_dataclass
 from harness.toolkit.data import grouped_stratified_split
-from plugins.datasets import papers as P
+from plugins.datasets import aptos, bone_marrow, chexpert, ham10000, imagefolder, isic2018
 from plugins.datasets import reader as D
+from tests.datatrees import COLOURS, chex_row, colour_labels, shade, write_csv, write_image
+from tests.datatrees import write_aptos as make_aptos
+from tests.datatrees import write_bone_marrow as make_bone_marrow
+from tests.datatrees import write_chexpert as make_chexpert
+from tests.datatrees import write_ham as make_ham
+from tests.datatrees import write_isic as make_isic
 
 NAMES = ("aptos", "ham10000", "isic2018", "chexpert", "bone-marrow", "imagefolder")
-# A distinct colour per class: a loaded image's colour tells its class.
-COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (200, 30, 200), (30, 200, 200),
-           (120, 120, 120)]
 
 
 def shared_ham() -> Path:
@@ -36,121 +39,14 @@ def shared_ham() -> Path:
     return path
 
 
-def write_image(path: Path, colour, size=(20, 16), mode="RGB"):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new(mode, size, colour).save(path)
-
-
-def write_csv(path: Path, header, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-
-
 def request(options_cls, data_dir, cache_dir, seed=0, **values):
     options = build_dataclass(options_cls, values, options_cls.__name__)
     return DatasetRequest(options=options, seed=seed, data_dir=Path(data_dir) if data_dir else None,
                           cache_dir=Path(cache_dir))
 
 
-def colour_labels(images: np.ndarray) -> np.ndarray:
-    """The class whose colour each (constant-colour) image is closest to."""
-    mean = images.reshape(len(images), -1, images.shape[-1]).mean(1)
-    return np.argmin(((mean[:, None, :] - np.asarray(COLOURS)[None]) ** 2).sum(-1), axis=1)
-
-
 def all_rows(data):
     return sum(len(s) for s in (data.train, data.val, data.test))
-
-
-# ------------------------------------------------------------------------------------- fixture trees
-
-
-def make_aptos(root: Path, per_class=10):
-    rows = []
-    for c in range(5):
-        for i in range(per_class):
-            code = f"{c}a{i:03d}f"
-            colour = tuple(v + i for v in COLOURS[c])  # a per-image offset makes each image identifiable
-            write_image(root / "train_images" / f"{code}.png", colour, size=(24 + i, 18))
-            rows.append((code, c))
-    write_csv(root / "train.csv", ("id_code", "diagnosis"), rows)
-    return rows
-
-
-def make_ham(root: Path, per_class=10):
-    """Two images per lesion; images spread over part_1 and part_2."""
-    rows = []
-    for c, dx in enumerate(P.HAM_CLASSES):
-        for i in range(per_class):
-            image_id = f"ISIC_{c}{i:05d}"
-            part = "HAM10000_images_part_1" if i % 2 else "HAM10000_images_part_2"
-            write_image(root / part / f"{image_id}.jpg", COLOURS[c], size=(30, 22))
-            rows.append((f"HAM_{c}{i // 2:04d}", image_id, dx, "histo", 50, "male", "back"))
-    write_csv(root / "HAM10000_metadata.csv",
-              ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"), rows)
-    return rows
-
-
-def make_isic(root: Path, counts=(("Training", 8), ("Validation", 2), ("Test", 3)), groupings=False):
-    out = {}
-    for part, n in counts:
-        rows = []
-        for c in range(7):
-            for i in range(n):
-                image = f"ISIC_{part[:2]}{c}{i:03d}"
-                write_image(root / f"ISIC2018_Task3_{part}_Input" / f"{image}.jpg", COLOURS[c])
-                rows.append((image, *[1.0 if k == c else 0.0 for k in range(7)]))
-        name = f"ISIC2018_Task3_{part}_GroundTruth"
-        # the training CSV sits in the folder its zip creates, the others at the root
-        csv_path = root / name / f"{name}.csv" if part == "Training" else root / f"{name}.csv"
-        write_csv(csv_path, ("image", *P.ISIC_CLASSES), rows)
-        out[part] = rows
-    if groupings:
-        write_csv(root / "ISIC2018_Task3_Training_LesionGroupings.csv", ("image", "lesion_id", "diagnosis_confirm_type"),
-                  [(r[0], f"L{r[0][-4:-1]}", "histo") for r in out["Training"]])
-    return out
-
-
-CHEX_HEADER = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *P.CHEXPERT_FINDINGS)
-
-
-def chex_row(path, view, pe, nf):
-    findings = {f: "" for f in P.CHEXPERT_FINDINGS}
-    findings["Pleural Effusion"], findings["No Finding"] = pe, nf
-    return (path, "Male", 60, view, "AP" if view == "Frontal" else "", *findings.values())
-
-
-def make_chexpert(base: Path):
-    """CheXpert-v1.0-small with 12 patients in train and 4 in valid. Returns the expected default task rows."""
-    release = base / "CheXpert-v1.0-small"
-    train, valid = [], []
-    expected = {"train": [], "test": []}
-    # (pe, nf) per patient, study1 frontal; patterns cycle through positive, negative, uncertain, both-blank
-    patterns = [("1.0", ""), ("", "1.0"), ("-1.0", ""), ("0.0", "")]
-    for split, rows, patients in (("train", train, range(1, 13)), ("valid", valid, range(100, 104))):
-        for p in patients:
-            pe, nf = patterns[p % 4]
-            for study in (1, 2):
-                for view, fname in (("Frontal", "view1_frontal.jpg"), ("Lateral", "view2_lateral.jpg")):
-                    rel = f"CheXpert-v1.0-small/{split}/patient{p:05d}/study{study}/{fname}"
-                    label = 1 if pe == "1.0" else 0
-                    write_image(base / rel, 60 + 150 * label, size=(26, 32), mode="L")
-                    rows.append(chex_row(rel, view, pe, nf))
-                    if study == 1 and view == "Frontal" and (pe, nf) in (("1.0", ""), ("", "1.0")):
-                        expected["train" if split == "train" else "test"].append((f"patient{p:05d}", label))
-    write_csv(release / "train.csv", CHEX_HEADER, train)
-    write_csv(release / "valid.csv", CHEX_HEADER, valid)
-    return expected
-
-
-def make_bone_marrow(root: Path, classes=("ABE", "BAS", "BLA", "LYT"), per_class=10):
-    for c, abbr in enumerate(classes):
-        for i in range(per_class):
-            sub = "0001-1000" if i % 2 else "1001-2000"  # nested folders, as TCIA distributes them
-            write_image(root / "BM_cytomorphology_data" / abbr / sub / f"{abbr}_{i:05d}.jpg", COLOURS[c], (25, 25))
 
 
 # ------------------------------------------------------------------------------------- registration
@@ -160,7 +56,7 @@ def test_every_dataset_is_listed_with_classes_modality_licence_citation_and_how_
     listed = {d["name"]: d for d in json.loads(cli("list", "datasets", "--json").output)}
     for name in NAMES:
         entry, spec = listed[name], registry.get("datasets", name)
-        assert entry["plugin"] == "datasets_papers"
+        assert entry["plugin"] == name  # one module (and entry point) per publisher
         assert entry["modality"] and entry["license"] and entry["source"]
         assert "Layout:" in spec.obtain and "DATA_DIR" in spec.obtain
     assert listed["ham10000"]["classes"] == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
@@ -175,8 +71,8 @@ def test_every_dataset_is_listed_with_classes_modality_licence_citation_and_how_
 
 def test_aptos_loads_labels_and_iois_split_is_stratified_and_disjoint(tmp_path):
     make_aptos(tmp_path / "data" / "aptos")
-    data = D.load_aptos(request(P.AptosOptions, tmp_path / "data", tmp_path / "c", size=16, split="iois"))
-    assert data.classes == P.APTOS_CLASSES and data.protocol == "iois"
+    data = aptos.load(request(aptos.AptosOptions, tmp_path / "data", tmp_path / "c", size=16, split="iois"))
+    assert data.classes == aptos.CLASSES and data.protocol == "iois"
     assert (len(data.train), len(data.val), len(data.test)) == (35, 5, 10)  # 70/10/20 of 10 per class
     for split in (data.train, data.val, data.test):
         assert split.images.shape[1:] == (16, 16, 3)
@@ -187,10 +83,10 @@ def test_aptos_loads_labels_and_iois_split_is_stratified_and_disjoint(tmp_path):
 def test_diffmic_takes_validation_from_train_never_from_test(tmp_path):
     make_aptos(tmp_path / "aptos")
     for seed in (0, 1):
-        data = D.load_aptos(request(P.AptosOptions, tmp_path, tmp_path / "c", seed=seed, size=8, split="diffmic",
+        data = aptos.load(request(aptos.AptosOptions, tmp_path, tmp_path / "c", seed=seed, size=8, split="diffmic",
                                     val_fraction=0.2))
         assert len(data.test) == 15 and len(data.train) + len(data.val) == 35  # 70/30, val out of the 70
-        table = D._aptos_table(request(P.AptosOptions, tmp_path, tmp_path / "c", seed=seed, split="diffmic"))
+        table = aptos.read_table(request(aptos.AptosOptions, tmp_path, tmp_path / "c", seed=seed, split="diffmic"))
         parts = D.split_indices(table, "diffmic", seed, 0.2)
         test_only = D.split_indices(table, "diffmic", seed, 0.5)["test"]
         np.testing.assert_array_equal(parts["test"], test_only)  # val_fraction does not move the test set
@@ -202,7 +98,7 @@ def test_split_seed_fixes_the_split_across_trial_seeds(tmp_path):
     labels = {}
     for seed in (0, 1):
         for fixed in (None, 5):
-            data = D.load_aptos(request(P.AptosOptions, tmp_path, tmp_path / "c", seed=seed, size=8, split_seed=fixed))
+            data = aptos.load(request(aptos.AptosOptions, tmp_path, tmp_path / "c", seed=seed, size=8, split_seed=fixed))
             labels[seed, fixed] = np.asarray(data.test.images).sum(axis=(1, 2, 3))
     np.testing.assert_array_equal(labels[0, 5], labels[1, 5])
     assert not np.array_equal(labels[0, None], labels[1, None])
@@ -214,9 +110,9 @@ def test_aptos_crop_border_crops_to_the_retina(tmp_path):
     fundus = np.zeros((60, 90, 3), np.uint8)
     fundus[10:50, 25:65] = (180, 90, 40)  # the "retina" inside a black border
     Image.fromarray(fundus).save(root / "train_images" / "0a000f.png")
-    plain = D.load_aptos(request(P.AptosOptions, tmp_path, tmp_path / "c", size=16, split="diffmic", split_seed=0,
+    plain = aptos.load(request(aptos.AptosOptions, tmp_path, tmp_path / "c", size=16, split="diffmic", split_seed=0,
                                  val_fraction=0.34))
-    cropped = D.load_aptos(request(P.AptosOptions, tmp_path, tmp_path / "c", size=16, split="diffmic", split_seed=0,
+    cropped = aptos.load(request(aptos.AptosOptions, tmp_path, tmp_path / "c", size=16, split="diffmic", split_seed=0,
                                    val_fraction=0.34, crop_border=True))
 
     def find(data):
@@ -233,7 +129,7 @@ def test_aptos_crop_border_crops_to_the_retina(tmp_path):
 def test_ham10000_reads_both_parts_and_grouped_split_keeps_lesions_together(tmp_path):
     make_ham(tmp_path / "ham10000")
     for seed in (0, 1, 2):
-        table = D._ham_table(request(P.HAM10000Options, tmp_path, tmp_path / "c"))
+        table = ham10000.read_table(request(ham10000.HAM10000Options, tmp_path, tmp_path / "c"))
         assert len(table.files) == 70 and all(f is not None for f in table.files)
         parts = D.split_indices(table, "grouped", seed, 0.1)
         sides = {}
@@ -242,7 +138,7 @@ def test_ham10000_reads_both_parts_and_grouped_split_keeps_lesions_together(tmp_
                 sides.setdefault(table.groups[i], set()).add(side)
         assert all(len(s) == 1 for s in sides.values())  # no lesion on two sides
         assert sum(len(v) for v in parts.values()) == 70
-    data = D.load_ham10000(request(P.HAM10000Options, tmp_path, tmp_path / "c", size=12))
+    data = ham10000.load(request(ham10000.HAM10000Options, tmp_path, tmp_path / "c", size=12))
     for split in (data.train, data.val, data.test):
         np.testing.assert_array_equal(colour_labels(split.images), split.labels)
     assert data.protocol == "grouped" and all_rows(data) == 70
@@ -259,21 +155,21 @@ def test_ham10000_tab_metadata_and_one_folder_of_images_under_any_name(tmp_path)
     (root / "HAM10000_metadata.csv").unlink()
     with open(root / "HAM10000_metadata.tab", "w") as f:  # the Harvard Dataverse download: tab-separated
         f.write("lesion_id\timage_id\tdx\n" + "".join(f'"{r[0]}"\t"{r[1]}"\t"{r[2]}"\n' for r in rows))
-    data = D.load_ham10000(request(P.HAM10000Options, tmp_path, tmp_path / "c", size=8, split="iois"))
+    data = ham10000.load(request(ham10000.HAM10000Options, tmp_path, tmp_path / "c", size=8, split="iois"))
     assert all_rows(data) == 21
     for split in (data.train, data.val, data.test):
         np.testing.assert_array_equal(colour_labels(split.images), split.labels)
     with pytest.raises(HarnessError, match=r"(?s)ISIC_000000.jpg listed in .*HAM10000_metadata.tab was not found "
                                            r"\(looked in .*elsewhere/\)"):
         (root / "elsewhere").mkdir()
-        D.load_ham10000(request(P.HAM10000Options, tmp_path, tmp_path / "c", size=8, image_dirs=["elsewhere"]))
+        ham10000.load(request(ham10000.HAM10000Options, tmp_path, tmp_path / "c", size=8, image_dirs=["elsewhere"]))
 
 
 def test_grouped_stratified_split_on_the_full_official_metadata():
     root = shared_ham()
     rows = list(csv.DictReader(open(root / "HAM10000_metadata.csv")))
     assert len(rows) == 10015
-    labels = np.asarray([P.HAM_CLASSES.index(r["dx"]) for r in rows])
+    labels = np.asarray([ham10000.CLASSES.index(r["dx"]) for r in rows])
     groups = np.asarray([r["lesion_id"] for r in rows])
     parts = grouped_stratified_split(labels, groups, (0.7, 0.1, 0.2), seed=3)
     assert sorted(np.concatenate(parts).tolist()) == list(range(10015))
@@ -287,28 +183,28 @@ def test_grouped_stratified_split_on_the_full_official_metadata():
 
 def test_isic2018_official_split_uses_the_three_ground_truth_files(tmp_path):
     make_isic(tmp_path / "isic2018")
-    data = D.load_isic2018(request(P.ISIC2018Options, tmp_path, tmp_path / "c", size=8))
-    assert data.classes == P.ISIC_CLASSES and data.protocol == "official"
+    data = isic2018.load(request(isic2018.ISIC2018Options, tmp_path, tmp_path / "c", size=8))
+    assert data.classes == isic2018.CLASSES and data.protocol == "official"
     assert (len(data.train), len(data.val), len(data.test)) == (56, 14, 21)
     for split in (data.train, data.val, data.test):
         np.testing.assert_array_equal(colour_labels(split.images), split.labels)
-    diffmic = D.load_isic2018(request(P.ISIC2018Options, tmp_path, tmp_path / "c", size=8, split="diffmic"))
+    diffmic = isic2018.load(request(isic2018.ISIC2018Options, tmp_path, tmp_path / "c", size=8, split="diffmic"))
     assert all_rows(diffmic) == 56  # non-official protocols split the training set only
 
 
 def test_isic2018_without_test_ground_truth_or_groupings(tmp_path):
     make_isic(tmp_path / "isic2018", counts=(("Training", 10),))
     with pytest.raises(HarnessError, match="(?s)ISIC2018_Task3_Test_GroundTruth.csv.*split=diffmic"):
-        D.load_isic2018(request(P.ISIC2018Options, tmp_path, tmp_path / "c", size=8))
+        isic2018.load(request(isic2018.ISIC2018Options, tmp_path, tmp_path / "c", size=8))
     with pytest.raises(HarnessError, match="split=grouped needs a lesion"):
-        D.load_isic2018(request(P.ISIC2018Options, tmp_path, tmp_path / "c", size=8, split="grouped"))
-    data = D.load_isic2018(request(P.ISIC2018Options, tmp_path, tmp_path / "c", size=8, split="iois"))
+        isic2018.load(request(isic2018.ISIC2018Options, tmp_path, tmp_path / "c", size=8, split="grouped"))
+    data = isic2018.load(request(isic2018.ISIC2018Options, tmp_path, tmp_path / "c", size=8, split="iois"))
     assert (len(data.train), len(data.val), len(data.test)) == (49, 7, 14)
 
 
 def test_isic2018_grouped_uses_the_lesion_groupings_file(tmp_path):
     make_isic(tmp_path / "isic2018", counts=(("Training", 10),), groupings=True)
-    table = D._isic_table(request(P.ISIC2018Options, tmp_path, tmp_path / "c", split="grouped"))
+    table = isic2018.read_table(request(isic2018.ISIC2018Options, tmp_path, tmp_path / "c", split="grouped"))
     parts = D.split_indices(table, "grouped", 0, 0.1)
     groups = np.asarray(table.groups)
     assert len(set(groups)) < len(groups)  # several images per lesion
@@ -318,7 +214,7 @@ def test_isic2018_grouped_uses_the_lesion_groupings_file(tmp_path):
 
 def test_chexpert_default_task_is_favero_pleural_effusion_vs_no_finding(tmp_path):
     expected = make_chexpert(tmp_path / "chexpert")
-    data = D.load_chexpert(request(P.CheXpertOptions, tmp_path, tmp_path / "c", size=8))
+    data = chexpert.load(request(chexpert.CheXpertOptions, tmp_path, tmp_path / "c", size=8))
     assert data.classes == ("No Finding", "Pleural Effusion") and data.channels == 1
     # official: test = valid.csv; val drawn from train.csv
     assert len(data.test) == len(expected["test"])
@@ -332,7 +228,7 @@ def test_chexpert_uncertain_policy_views_and_patient_groups(tmp_path):
     make_chexpert(tmp_path / "chexpert")
 
     def table(**values):
-        return D._chexpert_table(request(P.CheXpertOptions, tmp_path, tmp_path / "c", **values))
+        return chexpert.read_table(request(chexpert.CheXpertOptions, tmp_path, tmp_path / "c", **values))
 
     base = table()
     assert len(base.files) == 8  # 6 train + 2 valid patients with exactly one of the two findings
@@ -357,33 +253,33 @@ def test_chexpert_uncertain_policy_views_and_patient_groups(tmp_path):
 def test_bone_marrow_nested_folders_class_subset_and_empty_class_warning(tmp_path):
     make_bone_marrow(tmp_path / "bone-marrow")
     with pytest.warns(UserWarning, match="17 class\\(es\\) have no images: ART, EBO, EOS"):
-        data = D.load_bone_marrow(request(P.FolderOptions, tmp_path, tmp_path / "c", size=8))
-    assert data.classes == P.BONE_MARROW_CLASSES and all_rows(data) == 40
+        data = bone_marrow.load(request(bone_marrow.BoneMarrowOptions, tmp_path, tmp_path / "c", size=8))
+    assert data.classes == bone_marrow.CLASSES and all_rows(data) == 40
     counts = np.bincount(np.concatenate([data.train.labels, data.val.labels, data.test.labels]), minlength=21)
     assert counts[[0, 2, 3, 10]].tolist() == [10, 10, 10, 10] and counts.sum() == 40
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the subset has images for every class: no warning
-        subset = D.load_bone_marrow(request(P.FolderOptions, tmp_path, tmp_path / "c", size=8, classes="LYT,BAS",
+        subset = bone_marrow.load(request(bone_marrow.BoneMarrowOptions, tmp_path, tmp_path / "c", size=8, classes="LYT,BAS",
                                             max_per_class=6))
     assert subset.classes == ("BAS", "LYT") and all_rows(subset) == 12
     with pytest.raises(HarnessError, match="classes XYZ unknown"):
-        D.load_bone_marrow(request(P.FolderOptions, tmp_path, tmp_path / "c", classes=["XYZ"]))
+        bone_marrow.load(request(bone_marrow.BoneMarrowOptions, tmp_path, tmp_path / "c", classes=["XYZ"]))
 
 
 def test_imagefolder_root_option_and_official_layout(tmp_path):
     for c, name in enumerate(("benign", "malignant")):
         for i in range(10):
-            write_image(tmp_path / "mine" / name / "deeper" / f"{i}.png", COLOURS[c])
+            write_image(tmp_path / "mine" / name / "deeper" / f"{i}.png", shade(COLOURS[c], i))
             for split, n in (("train", 6), ("test", 3)):
                 if i < n:
-                    write_image(tmp_path / "off" / split / name / f"{i}.bmp", COLOURS[c])
-    data = D.load_imagefolder(request(P.ImageFolderOptions, None, tmp_path / "c", size=8, root=str(tmp_path / "mine")))
+                    write_image(tmp_path / "off" / split / name / f"{i}.bmp", shade(COLOURS[c], i + 10 * (split == "test")))
+    data = imagefolder.load(request(imagefolder.ImageFolderOptions, None, tmp_path / "c", size=8, root=str(tmp_path / "mine")))
     assert data.classes == ("benign", "malignant") and all_rows(data) == 20
-    off = D.load_imagefolder(request(P.ImageFolderOptions, tmp_path, tmp_path / "c", size=8, root="off",
+    off = imagefolder.load(request(imagefolder.ImageFolderOptions, tmp_path, tmp_path / "c", size=8, root="off",
                                      split="official", channels=1))
     assert len(off.test) == 6 and len(off.train) + len(off.val) == 12 and off.channels == 1
     with pytest.raises(HarnessError, match="split=official needs"):
-        D.load_imagefolder(request(P.ImageFolderOptions, None, tmp_path / "c", root=str(tmp_path / "mine"),
+        imagefolder.load(request(imagefolder.ImageFolderOptions, None, tmp_path / "c", root=str(tmp_path / "mine"),
                                    split="official"))
 
 
@@ -391,11 +287,11 @@ def test_imagefolder_root_option_and_official_layout(tmp_path):
 
 
 @pytest.mark.parametrize("loader,options,layout_bit", [
-    (D.load_aptos, P.AptosOptions, "train_images/<id_code>.png"),
-    (D.load_ham10000, P.HAM10000Options, "HAM10000_images_part_1/"),
-    (D.load_isic2018, P.ISIC2018Options, "ISIC2018_Task3_Training_Input/"),
-    (D.load_chexpert, P.CheXpertOptions, "CheXpert-v1.0-small/"),
-    (D.load_bone_marrow, P.FolderOptions, "one folder per class abbreviation"),
+    (aptos.load, aptos.AptosOptions, "train_images/<id_code>.png"),
+    (ham10000.load, ham10000.HAM10000Options, "HAM10000_images_part_1/"),
+    (isic2018.load, isic2018.ISIC2018Options, "ISIC2018_Task3_Training_Input/"),
+    (chexpert.load, chexpert.CheXpertOptions, "CheXpert-v1.0-small/"),
+    (bone_marrow.load, bone_marrow.BoneMarrowOptions, "one folder per class abbreviation"),
 ])
 def test_missing_root_or_csv_shows_the_publishers_layout(tmp_path, loader, options, layout_bit):
     (tmp_path / "empty").mkdir()
@@ -413,7 +309,7 @@ def test_csv_missing_a_column_names_it(tmp_path):
     write_csv(tmp_path / "aptos" / "train.csv", ("id_code", "grade"), [("a", 1)])
     (tmp_path / "aptos" / "train_images").mkdir()
     with pytest.raises(HarnessError, match=r"train.csv: expected columns id_code, diagnosis; missing diagnosis"):
-        D.load_aptos(request(P.AptosOptions, tmp_path, tmp_path / "c"))
+        aptos.load(request(aptos.AptosOptions, tmp_path, tmp_path / "c"))
 
 
 def test_missing_image_is_named_or_skipped_with_a_count(tmp_path):
@@ -421,9 +317,9 @@ def test_missing_image_is_named_or_skipped_with_a_count(tmp_path):
     (tmp_path / "aptos" / "train_images" / "3a004f.png").unlink()
     (tmp_path / "aptos" / "train_images" / "1a002f.png").unlink()
     with pytest.raises(HarnessError, match=r"image 1a002f.png listed in .*train.csv was not found.*2 of 50"):
-        D.load_aptos(request(P.AptosOptions, tmp_path, tmp_path / "c", size=8))
+        aptos.load(request(aptos.AptosOptions, tmp_path, tmp_path / "c", size=8))
     with pytest.warns(UserWarning, match="dropped 2 of 50 rows"):
-        data = D.load_aptos(request(P.AptosOptions, tmp_path, tmp_path / "c", size=8, skip_missing="true"))
+        data = aptos.load(request(aptos.AptosOptions, tmp_path, tmp_path / "c", size=8, skip_missing="true"))
     assert all_rows(data) == 48
 
 
@@ -438,7 +334,7 @@ def test_corrupt_or_truncated_image_is_a_clear_error(tmp_path, damage):
         Image.fromarray(noisy).save(target)
         target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
     with pytest.raises(HarnessError, match=r"2a001f.png is corrupt or truncated"):
-        D.load_aptos(request(P.AptosOptions, tmp_path, tmp_path / "c", size=8))
+        aptos.load(request(aptos.AptosOptions, tmp_path, tmp_path / "c", size=8))
 
 
 def test_label_outside_the_known_classes(tmp_path):
@@ -447,16 +343,16 @@ def test_label_outside_the_known_classes(tmp_path):
     path.write_text(path.read_text().replace(",nv,", ",naevus,", 1))
     with pytest.raises(HarnessError, match=r"HAM10000_metadata.csv, row \d+: dx 'naevus' is not a known class; "
                                            r"expected one of akiec, bcc"):
-        D.load_ham10000(request(P.HAM10000Options, tmp_path, tmp_path / "c"))
+        ham10000.load(request(ham10000.HAM10000Options, tmp_path, tmp_path / "c"))
     rows = make_aptos(tmp_path / "aptos", per_class=1)
     write_csv(tmp_path / "aptos" / "train.csv", ("id_code", "diagnosis"), [*rows, (rows[0][0], 7)])
     with pytest.raises(HarnessError, match=r"row 7: diagnosis '7' is not a known class; expected 0-4"):
-        D.load_aptos(request(P.AptosOptions, tmp_path, tmp_path / "c"))
+        aptos.load(request(aptos.AptosOptions, tmp_path, tmp_path / "c"))
     make_isic(tmp_path / "isic2018", counts=(("Training", 1),))
     gt = tmp_path / "isic2018" / "ISIC2018_Task3_Training_GroundTruth" / "ISIC2018_Task3_Training_GroundTruth.csv"
     gt.write_text(gt.read_text() + "ISIC_Tr0000,1.0,1.0,0.0,0.0,0.0,0.0,0.0\n")
     with pytest.raises(HarnessError, match="expected exactly one of MEL, NV"):
-        D.load_isic2018(request(P.ISIC2018Options, tmp_path, tmp_path / "c", split="iois"))
+        isic2018.load(request(isic2018.ISIC2018Options, tmp_path, tmp_path / "c", split="iois"))
 
 
 def test_csv_path_escaping_the_data_root(tmp_path):
@@ -466,12 +362,12 @@ def test_csv_path_escaping_the_data_root(tmp_path):
     with open(train, "a", newline="") as f:
         csv.writer(f).writerow(chex_row("CheXpert-v1.0-small/../../secret.jpg", "Frontal", "1.0", ""))
     with pytest.raises(HarnessError, match=r"train.csv, row 50: path '\.\./\.\./secret.jpg' escapes the data root"):
-        D.load_chexpert(request(P.CheXpertOptions, tmp_path, tmp_path / "c"))
+        chexpert.load(request(chexpert.CheXpertOptions, tmp_path, tmp_path / "c"))
     rows = make_ham(tmp_path / "ham10000", per_class=1)
     write_csv(tmp_path / "ham10000" / "HAM10000_metadata.csv", ("lesion_id", "image_id", "dx"),
               [r[:3] for r in rows] + [("HAM_x", "../../secret", "nv")])
     with pytest.raises(HarnessError, match=r"image_id '\.\./\.\./secret' is not a plain image name"):
-        D.load_ham10000(request(P.HAM10000Options, tmp_path, tmp_path / "c"))
+        ham10000.load(request(ham10000.HAM10000Options, tmp_path, tmp_path / "c"))
 
 
 def test_grayscale_rgba_palette_and_16bit_images_are_normalised(tmp_path):
@@ -509,29 +405,29 @@ def test_fit_modes(tmp_path):
 
 def test_second_load_is_memory_mapped_and_a_changed_file_invalidates_it(tmp_path):
     make_ham(tmp_path / "ham10000", per_class=4)
-    req = request(P.HAM10000Options, tmp_path, tmp_path / "c", size=16, split="iois", split_seed=0)
-    first = D.load_ham10000(req)
+    req = request(ham10000.HAM10000Options, tmp_path, tmp_path / "c", size=16, split="iois", split_seed=0)
+    first = ham10000.load(req)
     assert not isinstance(first.train.images, np.memmap)
-    second = D.load_ham10000(req)
+    second = ham10000.load(req)
     assert isinstance(second.train.images, np.memmap) and isinstance(second.test.images, np.memmap)
     np.testing.assert_array_equal(first.test.images, second.test.images)
     np.testing.assert_array_equal(first.test.labels, second.test.labels)
     # another protocol re-uses the decoded pool (one pool file), with its own split cache
-    D.load_ham10000(request(P.HAM10000Options, tmp_path, tmp_path / "c", size=16, split="diffmic", split_seed=0,
+    ham10000.load(request(ham10000.HAM10000Options, tmp_path, tmp_path / "c", size=16, split="diffmic", split_seed=0,
                                  val_fraction=0.34))
     assert len(list((tmp_path / "c" / "ham10000").glob("pool-*.npy"))) == 1
     # a touched file (same content, new mtime) invalidates
     image = next((tmp_path / "ham10000" / "HAM10000_images_part_1").glob("*.jpg"))
     stat = image.stat()
     os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
-    assert not isinstance(D.load_ham10000(req).train.images, np.memmap)
-    assert isinstance(D.load_ham10000(req).train.images, np.memmap)
+    assert not isinstance(ham10000.load(req).train.images, np.memmap)
+    assert isinstance(ham10000.load(req).train.images, np.memmap)
     # a changed image is decoded again: its new colour shows
     for f in (tmp_path / "ham10000").rglob("*.jpg"):
         write_image(f, (250, 250, 250), size=(30, 22))
     t = time.time() + 10
     os.utime(f, (t, t))
-    changed = D.load_ham10000(req)
+    changed = ham10000.load(req)
     assert np.asarray(changed.train.images).min() > 240
 
 
@@ -566,7 +462,7 @@ def test_real_ham10000_sample_with_skip_missing_loads_exactly_the_images_present
     assert sorted(truth) == present and len(present) == 70
     cache = Path(os.environ["HARNESS_CACHE_DIR"])
     with pytest.warns(UserWarning, match=f"dropped {10015 - 70} of 10015 rows"):
-        data = D.load_ham10000(request(P.HAM10000Options, root, cache, size=32, skip_missing=True))
+        data = ham10000.load(request(ham10000.HAM10000Options, root, cache, size=32, skip_missing=True))
     assert all_rows(data) == 70
     # every loaded image is one of the 70 files, once, with the label labels.csv gives it
     reference = {image_id: D.decode_image(root / "images" / f"{image_id}.jpg", 32, 3) for image_id in present}
@@ -580,14 +476,14 @@ def test_real_ham10000_sample_with_skip_missing_loads_exactly_the_images_present
     assert sorted(seen) == present
     assert np.bincount(np.concatenate([data.train.labels, data.val.labels, data.test.labels])).tolist() == [10] * 7
     with pytest.raises(HarnessError) as err:
-        D.load_ham10000(request(P.HAM10000Options, root, cache, size=32))
+        ham10000.load(request(ham10000.HAM10000Options, root, cache, size=32))
     named = str(err.value).split("image ", 1)[1].split(" ", 1)[0]
     assert named.endswith(".jpg") and named[:-4] not in truth and "9945 of 10015" in str(err.value)
 
 
 def test_real_ham10000_sample_grouped_split_never_shares_a_lesion():
     root = shared_ham()
-    table = D._ham_table(request(P.HAM10000Options, root, Path(os.environ["HARNESS_CACHE_DIR"])))
+    table = ham10000.read_table(request(ham10000.HAM10000Options, root, Path(os.environ["HARNESS_CACHE_DIR"])))
     keep = [i for i, f in enumerate(table.files) if f is not None]
     groups = np.asarray(table.groups)[keep]
     for seed in range(5):
@@ -595,3 +491,26 @@ def test_real_ham10000_sample_grouped_split_never_shares_a_lesion():
         sides = [set(groups[p]) for p in parts]
         assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
         assert sum(len(p) for p in parts) == 70
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+def test_harness_run_on_an_aptos_tree_records_ids_and_fingerprint(tmp_path, cli, aptos_data_dir):
+    """The aptos_data_dir fixture (tests/datatrees.write_aptos) through `harness run`, as a method test uses it."""
+    import polars as pl
+
+    runs = tmp_path / "runs"
+    result = cli("run", "--methods", "constant", "--plugin", "tests.failing_plugin", "--datasets", "aptos",
+                 "--data-dir", str(aptos_data_dir), "--profile", "smoke", "--no-onnx", "--set", "aptos.size=16",
+                 "--runs-dir", str(runs))
+    assert result.exit_code == 0, result.output
+    (record_path,) = list((runs / "aptos").rglob("result.json"))
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "ok" and record["protocol"] == "iois" and record["n_test"] == 10
+    expected = aptos.load(request(aptos.AptosOptions, aptos_data_dir, tmp_path / "c", size=16, split_seed=None))
+    assert record["data_fingerprint"] == expected.fingerprint
+    preds = pl.read_parquet(record_path.parent / "predictions.parquet")
+    assert preds["image_id"].to_list() == list(expected.test.ids)
+    assert all(len(i) == 6 and i[1:5] in {"a000", "a001", "a002", "a003", "a004", "a005", "a006", "a007", "a008",
+                                          "a009"} for i in preds["image_id"].to_list())

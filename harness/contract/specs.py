@@ -90,6 +90,7 @@ class DataSplits:
     name: str = ""
     protocol: str = "official"
     fingerprint: str | None = None  # a hash of the prepared arrays (labels included): ties results to the data
+    warnings: tuple[str, ...] = ()  # facts about the data a result should carry (absent classes, dropped rows, ...)
 
     @property
     def num_classes(self) -> int:

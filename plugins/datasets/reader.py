@@ -1,16 +1,25 @@
-"""Shared machinery of the image-file datasets registered in ``plugins/datasets/papers.py``.
+"""The shared reading of the image-file datasets; one module per publisher (``aptos.py``, ``ham10000.py``,
+``isic2018.py``, ``chexpert.py``, ``bone_marrow.py``, ``imagefolder.py``) parses its layout with these and
+registers its dataset. Nothing here imports a publisher module.
 
-A layout parser (``_aptos_table``, ``_ham_table``, ...) reads the publisher's metadata into a ``Table``:
-one row per image with its file (``None`` when listed but absent), label, group (lesion / patient) and
-official split. ``prepare`` then drops or reports missing files, draws the split protocol's indices, and
-returns ``DataSplits`` through two on-disk caches under ``request.cache_dir/<dataset>/``:
+A publisher module reads its metadata into a :class:`Table`: one row per image with its file (``None``
+when listed but absent), label, the dataset's own id, the row it came from, and where known its group
+(lesion / patient) and official split. :func:`prepare` then
 
-- ``pool-<key>.npy``: every image of the table decoded and resized once (key: the files' paths, sizes and
-  modification times, and the decoding options); shared by all protocols and split seeds;
-- ``<key>/``: the splits of one protocol and seed (``harness.toolkit.data.cached_splits``), memory-mapped on the
-  next load, so a second load reads only the metadata, stats the files and maps the arrays.
+- rejects a row that lists an image a second time with another label, group or official split (naming
+  both rows), and keeps one of identical repeats (with a warning);
+- drops or reports missing files; refuses image files that are links leading out of the dataset's root;
+- draws the split protocol's indices and the per-class draws (``train_per_class`` / ``test_per_class``);
+- returns ``DataSplits`` through two on-disk caches under ``request.cache_dir/<dataset>/``:
+  ``pool-<key>.npy`` (every image of the table decoded and resized once, with each image's source size in
+  ``sizes-<key>.npy``; key: the files' paths, sizes and modification times, and the decoding
+  options; shared by all protocols and seeds) and ``<key>/`` (one protocol's splits with ids, fingerprint
+  and warnings, ``harness.toolkit.data.cached_splits``; memory-mapped on the next load, so a second load
+  reads only the metadata, stats the files and maps the arrays).
 
-Any changed image or metadata file changes both keys.
+Folder walks (``walk_images``) do not follow directory links (a link ``akiec/loop -> ..`` would repeat the
+tree); each link skipped is named in the data's warnings. Links to image files are followed when they stay
+inside the dataset's root.
 """
 
 from __future__ import annotations
@@ -18,9 +27,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-import re
 import tempfile
-import warnings
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,20 +36,54 @@ from pathlib import Path
 import numpy as np
 
 from harness import DataSplits, HarnessError, Split
+from harness.contract.specs import check_range
 from harness.toolkit.data import (
+    PerClassOptions,
     cache_key,
     cached_splits,
     file_fingerprint,
     grouped_stratified_split,
+    per_class_selection,
     require_data_dir,
     stratified_split,
 )
-from plugins.datasets import papers as P
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 FITS = ("crop", "stretch", "pad")
 PROTOCOL_FRACTIONS = {"diffmic": (0.7, 0.3), "iois": (0.7, 0.1, 0.2), "grouped": (0.7, 0.1, 0.2)}
+PROFILES = {"smoke": {"size": 28}, "cpu": {"size": 28}, "paper": {"size": 224}}
+
+
+@dataclass(frozen=True)
+class ImageDatasetOptions(PerClassOptions):
+    """Options of every image-file dataset (see each publisher module for its own)."""
+
+    size: int = 224
+    split: str = "iois"
+    split_seed: int | None = None  # None: the trial's seed
+    val_fraction: float = 0.1  # of train, for protocols without a validation split
+    skip_missing: bool = False  # drop rows whose image file is absent (else an error naming it)
+    fit: str = "crop"  # crop | stretch | pad
+
+    def __post_init__(self):  # checked when the experiment is built, before any trial starts
+        super().__post_init__()
+        check_range("size", self.size, low=8, high=1024)
+        check_range("fit", self.fit, choices=FITS)
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be between 0 and 1 (exclusive); found {self.val_fraction!r}")
+
+
+@dataclass(frozen=True)
+class FolderOptions(ImageDatasetOptions):
+    """Options of the class-folder datasets (``bone-marrow``, ``imagefolder``)."""
+
+    classes: tuple[str, ...] | str = "all"  # "all", a named subset, or classes ("A,B" or ["A", "B"])
+    max_per_class: int = 0  # keep at most this many images per class (a fixed random choice); 0 = all
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_range("max_per_class", self.max_per_class, low=0)
 
 
 @dataclass
@@ -52,12 +94,27 @@ class Table:
     classes: tuple[str, ...]
     files: list[Path | None]  # None: listed in the metadata, absent on disk
     labels: np.ndarray  # int64, index into classes
-    ids: list[str]  # what the metadata calls each image (for messages)
+    ids: list[str]  # the dataset's own id of each image (image_id, id_code, CSV path, relative path)
+    names: list[str]  # what messages call each image (its file name as listed)
     sources: list[Path]  # metadata files (part of the cache key)
     where: str  # where images were looked for (for the "missing" message)
+    root: Path  # the dataset's folder: image files (links included) must be inside it
     groups: list[str] | None = None  # lesion / patient id per row
     official: list[str] | None = None  # "train" / "val" / "test" per row
+    origins: list[str] | None = None  # the metadata row of each image ("train.csv row 7")
     notes: dict = field(default_factory=dict)  # extra key parts (e.g. the parsed task)
+    warnings: list[str] = field(default_factory=list)  # found while reading (directory links skipped)
+
+    def take(self, keep) -> Table:
+        """The rows ``keep`` (a boolean mask or indices), in that order."""
+        idx = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep, dtype=np.int64)
+
+        def pick(values):
+            return None if values is None else [values[i] for i in idx]
+
+        return dataclasses.replace(self, files=pick(self.files), labels=self.labels[idx], ids=pick(self.ids),
+                                   names=pick(self.names), groups=pick(self.groups), official=pick(self.official),
+                                   origins=pick(self.origins))
 
 
 # ------------------------------------------------------------------------------------------ locating
@@ -140,13 +197,18 @@ def index_images(folders: list[Path]) -> dict[str, Path]:
     return out
 
 
-def walk_images(folder: Path) -> list[Path]:
-    """Image files anywhere below ``folder``, sorted."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+def walk_images(folder: Path, root: Path) -> tuple[list[Path], list[str]]:
+    """Image files anywhere below ``folder`` (sorted), and the directory links found and not followed
+    (as ``link -> target`` relative to ``root``)."""
+    found, skipped = [], []
+    for dirpath, dirnames, filenames in os.walk(folder):  # followlinks=False: no loops, no escapes
+        for d in sorted(dirnames):
+            path = os.path.join(dirpath, d)
+            if os.path.islink(path):
+                skipped.append(f"{os.path.relpath(path, root)} -> {os.readlink(path)}")
         dirnames.sort()
         found += [Path(dirpath) / f for f in filenames if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
-    return sorted(found)
+    return sorted(found), skipped
 
 
 def class_label(value: str, classes: tuple[str, ...], csv_path: Path, row: int, column: str) -> int:
@@ -215,12 +277,15 @@ def fit_square(array: np.ndarray, size: int, fit: str) -> np.ndarray:
     return out[..., None] if squeeze else out
 
 
-def decode_image(path: Path, size: int, channels: int, fit: str = "crop", crop_border: bool = False) -> np.ndarray:
-    """One image file as uint8 (size, size, channels); a clear error for unreadable or truncated files."""
+def read_image(path: Path, size: int, channels: int, fit: str = "crop",
+               crop_border: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
+    """One image file as uint8 (size, size, channels) and its source (width, height); a clear error for
+    unreadable or truncated files."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
+            source = image.size
             if not crop_border and image.format == "JPEG":
                 image.draft(image.mode, (size, size))  # decode big JPEGs at a reduced scale (still >= size)
             image.load()
@@ -232,60 +297,125 @@ def decode_image(path: Path, size: int, channels: int, fit: str = "crop", crop_b
                            f"readable image file. Re-download it, or delete it and use skip_missing=true.") from None
     if crop_border:
         array = crop_retina(array)
-    return fit_square(array, size, fit)
+    return fit_square(array, size, fit), source
 
 
-def decode_all(paths: list[Path], out: np.ndarray, chunk: int = 256, **kwargs) -> None:
-    """Decode ``paths`` into ``out`` (PIL releases the GIL while decoding: a few threads help)."""
+def decode_image(path: Path, size: int, channels: int, fit: str = "crop", crop_border: bool = False) -> np.ndarray:
+    """One image file as uint8 (size, size, channels)."""
+    return read_image(path, size, channels, fit, crop_border)[0]
+
+
+def decode_all(paths: list[Path], out: np.ndarray, sizes: np.ndarray, chunk: int = 256, **kwargs) -> None:
+    """Decode ``paths`` into ``out`` and their source (width, height) into ``sizes`` (PIL releases the GIL
+    while decoding: a few threads help)."""
     workers = max(1, min(4, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
         for start in range(0, len(paths), chunk):
             batch = paths[start: start + chunk]
-            for i, image in enumerate(pool.map(lambda p: decode_image(p, **kwargs), batch)):
+            for i, (image, source) in enumerate(pool.map(lambda p: read_image(p, **kwargs), batch)):
                 out[start + i] = image
+                sizes[start + i] = source
 
 
 def decoded_pool(cache_dir: Path, name: str, key: str, paths: list[Path], shape: tuple[int, int, int],
-                 decode_kwargs: dict) -> np.ndarray:
-    """All images decoded once into ``cache_dir/name/pool-<key>.npy`` (memory-mapped after)."""
+                 decode_kwargs: dict) -> tuple[np.ndarray, np.ndarray]:
+    """All images decoded once into ``cache_dir/name/pool-<key>.npy`` (memory-mapped after), and their source
+    (width, height) in ``sizes-<key>.npy``."""
     folder = Path(cache_dir) / name
-    target = folder / f"pool-{key}.npy"
-    if target.exists():
+    target, target_sizes = folder / f"pool-{key}.npy", folder / f"sizes-{key}.npy"
+    if target.exists() and target_sizes.exists():
         try:
-            pool = np.load(target, mmap_mode="r")
-            if pool.shape == (len(paths), *shape):
-                return pool
+            pool, sizes = np.load(target, mmap_mode="r"), np.load(target_sizes)
+            if pool.shape == (len(paths), *shape) and sizes.shape == (len(paths), 2):
+                return pool, sizes
         except (OSError, ValueError):
             pass
-        target.unlink(missing_ok=True)
+    target.unlink(missing_ok=True)
+    target_sizes.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".pool-{key}.", suffix=".npy")
     os.close(fd)
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *shape))
-        decode_all(paths, out, **decode_kwargs)
+        sizes = np.zeros((len(paths), 2), np.int64)
+        decode_all(paths, out, sizes, **decode_kwargs)
         out.flush()
         del out
+        np.save(tmp[:-4] + ".sizes.npy", sizes)
+        os.replace(tmp[:-4] + ".sizes.npy", target_sizes)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        Path(tmp[:-4] + ".sizes.npy").unlink(missing_ok=True)
         raise
-    return np.load(target, mmap_mode="r")
+    return np.load(target, mmap_mode="r"), sizes
 
 
-# --------------------------------------------------------------------------------------------- splits
+# --------------------------------------------------------------------------------------------- checks
 
 
 def check_options(name: str, options, protocols: tuple[str, ...]) -> None:
+    """What the options dataclass cannot check alone: the split protocol (imagefolder's depend on the tree)."""
     if options.split not in protocols:
         raise HarnessError(f"dataset {name!r} has no split protocol {options.split!r}; expected one of "
                            f"{', '.join(protocols)}.")
-    if options.fit not in FITS:
-        raise HarnessError(f"dataset {name!r}: fit must be one of {', '.join(FITS)}; found {options.fit!r}")
-    if not 8 <= int(options.size) <= 1024:
-        raise HarnessError(f"dataset {name!r}: size must be between 8 and 1024 px; found {options.size}")
-    if not 0 < options.val_fraction < 1:
-        raise HarnessError(f"dataset {name!r}: val_fraction must be in (0, 1); found {options.val_fraction}")
+
+
+def drop_repeats(table: Table) -> tuple[Table, list[str]]:
+    """One row per image id. Rows that list an image again with another label, group or official split
+    are an error naming them; identical repeats are kept once, with a warning."""
+    rows: dict[str, list[int]] = {}
+    for i, image_id in enumerate(table.ids):
+        rows.setdefault(image_id, []).append(i)
+    repeated = {k: v for k, v in rows.items() if len(v) > 1}
+    if not repeated:
+        return table, []
+
+    def facts(i: int) -> tuple:
+        return (table.labels[i], table.groups[i] if table.groups else None,
+                table.official[i] if table.official else None)
+
+    def describe(i: int) -> str:
+        origin = table.origins[i] if table.origins else f"row {i + 1}"
+        label, group, part = facts(i)
+        return (f"{origin}: label {table.classes[label]}" + (f", group {group}" if group is not None else "")
+                + (f", {part} split" if part is not None else ""))
+
+    conflicts = {k: v for k, v in repeated.items() if len({facts(i) for i in v}) > 1}
+    if conflicts:
+        first, where = next(iter(conflicts.items()))
+        raise HarnessError(
+            f"dataset {table.name!r}: {len(conflicts)} image(s) are listed more than once with different labels, "
+            f"groups or splits; first {first}: {'; '.join(describe(i) for i in where)}. Expected one row per image: "
+            f"fix the metadata ({', '.join(str(s) for s in table.sources)}) so each image has one label."
+        )
+    keep = np.ones(len(table.ids), bool)
+    for v in repeated.values():
+        keep[v[1:]] = False
+    first, where = next(iter(repeated.items()))
+    shown = "; ".join((table.origins[i] if table.origins else f"row {i + 1}") for i in where)
+    message = (f"dataset {table.name!r}: {len(repeated)} image(s) are listed more than once with the same label "
+               f"(first {first}: {shown}); each is used once.")
+    return table.take(keep), [message]
+
+
+def source_size_warning(sizes: np.ndarray, parts: dict[str, np.ndarray], where: str, size: int) -> list[str]:
+    """A warning when most test images have a source size that no training image has."""
+    train = Counter(map(tuple, sizes[parts["train"]].tolist()))
+    test = Counter(map(tuple, sizes[parts["test"]].tolist()))
+    unseen = sum(n for s, n in test.items() if s not in train)
+    if unseen * 2 <= len(parts["test"]):
+        return []
+
+    def show(counts: Counter) -> str:
+        return ", ".join(f"{w}x{h} ({n})" for (w, h), n in counts.most_common(3)) + (", ..." if len(counts) > 3 else "")
+
+    return [f"{where}: {unseen} of {len(parts['test'])} test images have a source size no training image has "
+            f"(test: {show(test)}; training: {show(train)}); all are resized to {size}x{size}, but a size "
+            f"difference often means another camera, scanner or site."]
+
+
+# --------------------------------------------------------------------------------------------- splits
 
 
 def _split(labels: np.ndarray, groups, fractions, seed) -> list[np.ndarray]:
@@ -306,17 +436,28 @@ def _move_one(parts: dict[str, np.ndarray], target: str, labels: np.ndarray, gro
         parts[target] = np.sort(moved)
 
 
+def ordered_cut(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Favero et al.'s split rule over ``n`` rows in their listed order: the first int(0.8 n) rows train; of
+    the last int(0.2 n) rows, the first half (int) validation and the last half (int) test. 20,405 rows give
+    their 16,324 / 2,040 / 2,040 (the middle row of an odd tail is in no split)."""
+    n_train, tail = int(n * 0.8), int(n * 0.2)
+    half = int(tail * 0.5)
+    return np.arange(n_train), np.arange(n - tail, n - tail + half), np.arange(n - half, n)
+
+
 def split_indices(table: Table, protocol: str, seed: int, val_fraction: float) -> dict[str, np.ndarray]:
     """Row indices of train / val / test under ``protocol``."""
     labels = table.labels
     groups = np.asarray(table.groups) if table.groups is not None else None
     official = np.asarray(table.official) if table.official is not None else None
+    pool = np.flatnonzero(official == "train") if official is not None else np.arange(len(labels))
     if protocol == "official":
         if official is None:
             raise HarnessError(f"dataset {table.name!r} has no official split")
         parts = {s: np.flatnonzero(official == s) for s in ("train", "val", "test")}
+    elif protocol == "favero":
+        parts = dict(zip(("train", "val", "test"), (pool[p] for p in ordered_cut(len(pool)))))
     else:
-        pool = np.flatnonzero(official == "train") if official is not None else np.arange(len(labels))
         if protocol == "grouped" and groups is None:
             raise HarnessError(f"dataset {table.name!r}: split=grouped needs a lesion or patient id per image, "
                                f"which this copy's metadata does not provide.")
@@ -326,17 +467,17 @@ def split_indices(table: Table, protocol: str, seed: int, val_fraction: float) -
             parts = {"train": pool[cut[0]], "val": np.zeros(0, np.int64), "test": pool[cut[1]]}
         else:
             parts = {"train": pool[cut[0]], "val": pool[cut[1]], "test": pool[cut[2]]}
-    if len(parts["val"]) == 0:  # take validation from train, never from test
+    if len(parts["val"]) == 0 and len(parts["train"]) > 1:  # take validation from train, never from test
         train = parts["train"]
         sub_groups = groups[train] if groups is not None else None
         keep, val = _split(labels[train], sub_groups, (1 - val_fraction, val_fraction), seed + 7919)
         parts["train"], parts["val"] = train[keep], train[val]
-    for s in ("val",) if protocol == "official" else ("val", "test"):  # an official test set is never made up
+    for s in ("val",) if protocol in ("official", "favero") else ("val", "test"):  # a fixed test set is never made up
         if len(parts[s]) == 0 and len(parts["train"]) > 1:
             _move_one(parts, s, labels, groups, seed)
     for s in ("train", "val", "test"):
         if len(parts[s]) == 0:
-            raise HarnessError(f"dataset {table.name!r}, split {protocol!r}: the {s} split is empty "
+            raise HarnessError(f"dataset {table.name!r}, protocol {protocol!r}: the {s} split is empty "
                                f"({len(labels)} images in all); add images or choose another split.")
     return parts
 
@@ -344,288 +485,100 @@ def split_indices(table: Table, protocol: str, seed: int, val_fraction: float) -
 # ------------------------------------------------------------------------------------------- prepare
 
 
-def prepare(request, table: Table, channels: int, protocols: tuple[str, ...], crop_border: bool = False) -> DataSplits:
-    """Missing files, empty classes, the split protocol and the two caches, for any Table."""
+def prepare(request, table: Table, channels: int, protocols: tuple[str, ...], crop_border: bool = False,
+            arrange=None) -> DataSplits:
+    """Repeated rows, missing files, links, the split protocol, per-class draws and the two caches, for any
+    Table. ``arrange(table, seed) -> table``, when given, re-orders or sub-selects the rows once repeats and
+    missing files are dealt with (the ``favero`` protocol's balanced, shuffled order)."""
     options = request.options
     check_options(table.name, options, protocols)
+    table, found = drop_repeats(table)
+    found = [*table.warnings, *found]
     missing = [i for i, f in enumerate(table.files) if f is None]
     if missing and not options.skip_missing:
-        shown = ", ".join(table.ids[i] for i in missing[:3])
+        shown = ", ".join(table.names[i] for i in missing[:3])
         raise HarnessError(
-            f"dataset {table.name!r}: image {table.ids[missing[0]]} listed in {table.sources[0]} was not found "
+            f"dataset {table.name!r}: image {table.names[missing[0]]} listed in {table.sources[0]} was not found "
             f"(looked in {table.where}); {len(missing)} of {len(table.files)} listed images are missing "
             f"(first: {shown}). Restore them, or drop those rows with --set dataset.skip_missing=true."
         )
     if missing:
-        warnings.warn(f"dataset {table.name!r}: skip_missing=true dropped {len(missing)} of {len(table.files)} "
-                      f"rows of {table.sources[0]} whose image is missing (looked in {table.where}).", stacklevel=2)
-        keep = np.asarray([f is not None for f in table.files])
-        table = dataclasses.replace(
-            table,
-            files=[f for f in table.files if f is not None],
-            labels=table.labels[keep],
-            ids=[x for x, k in zip(table.ids, keep) if k],
-            groups=[g for g, k in zip(table.groups, keep) if k] if table.groups is not None else None,
-            official=[o for o, k in zip(table.official, keep) if k] if table.official is not None else None,
-        )
+        found.append(f"dataset {table.name!r}: skip_missing=true dropped {len(missing)} of {len(table.files)} rows "
+                     f"of {table.sources[0]} whose image is missing (looked in {table.where}).")
+        table = table.take(np.asarray([f is not None for f in table.files]))
     if not table.files:
         raise HarnessError(f"dataset {table.name!r}: no images found (looked in {table.where}).")
-    counts = np.bincount(table.labels, minlength=len(table.classes))
-    empty = [c for c, n in zip(table.classes, counts) if n == 0]
-    if empty:
-        warnings.warn(f"dataset {table.name!r}: {len(empty)} class(es) have no images: {', '.join(empty)} (looked in "
-                      f"{table.where}); they stay in the class list so labels keep their meaning.", stacklevel=2)
 
-    seed = int(options.split_seed if options.split_seed is not None else request.seed)
-    parts = split_indices(table, options.split, seed, options.val_fraction)
+    protocol = options.split
+    seed = int(options.split_seed if options.split_seed is not None else 0 if protocol == "favero" else request.seed)
+    if arrange is not None:
+        table = arrange(table, seed)
+    parts = split_indices(table, protocol, seed, options.val_fraction)
+    keep, note, messages = per_class_selection({s: table.labels[idx] for s, idx in parts.items()}, table.classes,
+                                               options, table.name)
+    parts.update({s: parts[s][idx] for s, idx in keep.items()})
+    found += messages
 
     size = int(options.size)
     decode_kwargs = {"size": size, "channels": channels, "fit": options.fit, "crop_border": crop_border}
-    fingerprint = file_fingerprint([*table.sources, *table.files])
-    pool_key = cache_key(CACHE_VERSION, table.name, fingerprint, decode_kwargs)
+    stats = file_fingerprint([*table.sources, *table.files], root=table.root, dataset=table.name)
+    pool_key = cache_key(CACHE_VERSION, table.name, stats, decode_kwargs)
     option_values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
-    key = cache_key(CACHE_VERSION, pool_key, options.split, seed, option_values, table.labels.tolist(),
-                    table.notes)
+    key = cache_key(CACHE_VERSION, pool_key, protocol, seed, option_values, table.labels.tolist(), table.ids,
+                    table.notes, found)
 
     def build() -> DataSplits:
-        pool = decoded_pool(request.cache_dir, table.name, pool_key, table.files, (size, size, channels),
-                            decode_kwargs)
-        splits = {s: Split(np.asarray(pool[idx]), table.labels[idx].astype(np.int64)) for s, idx in parts.items()}
-        return DataSplits(**splits, classes=table.classes, name=table.name, protocol=options.split)
+        pool, sizes = decoded_pool(request.cache_dir, table.name, pool_key, table.files, (size, size, channels),
+                                   decode_kwargs)
+        ids = np.asarray(table.ids, dtype=str)
+        splits = {s: Split(np.asarray(pool[idx]), table.labels[idx].astype(np.int64), ids[idx])
+                  for s, idx in parts.items()}
+        where = f"dataset {table.name!r}, protocol {protocol!r}"
+        return DataSplits(**splits, classes=table.classes, name=table.name,
+                          protocol=f"{protocol}; {note}" if note else protocol,
+                          warnings=tuple(source_size_warning(sizes, parts, where, size)))
 
-    return cached_splits(request.cache_dir, table.name, key, build)
-
-
-# ---------------------------------------------------------------------------------------------- APTOS
-
-
-def _aptos_table(request) -> Table:
-    root = locate_root(request.data_dir, "aptos", ("train.csv",), P.APTOS_LAYOUT, P.APTOS_OBTAIN)
-    csv_path = root / "train.csv"
-    rows = read_csv(csv_path, ("id_code", "diagnosis"), P.APTOS_LAYOUT)
-    image_dir = root / "train_images"
-    if not image_dir.is_dir():
-        raise HarnessError(f"dataset 'aptos': folder {image_dir} not found; expected the images listed in "
-                           f"{csv_path} there. Expected layout:\n{P.APTOS_LAYOUT}\n{P.APTOS_OBTAIN}")
-    index = index_images([image_dir])
-    files, labels, ids = [], [], []
-    for r, row in enumerate(rows, start=2):
-        code = check_id(row["id_code"], csv_path, r, "id_code")
-        value = row["diagnosis"]
-        if value not in ("0", "1", "2", "3", "4"):
-            raise HarnessError(f"{csv_path}, row {r}: diagnosis {value!r} is not a known class; expected 0-4 "
-                               f"({', '.join(P.APTOS_CLASSES)}).")
-        files.append(index.get(code))
-        labels.append(int(value))
-        ids.append(f"{code}.png")
-    return Table("aptos", P.APTOS_CLASSES, files, np.asarray(labels, np.int64), ids, [csv_path], f"{image_dir}/")
-
-
-def load_aptos(request) -> DataSplits:
-    table = _aptos_table(request)
-    return prepare(request, table, 3, ("iois", "diffmic"), crop_border=bool(request.options.crop_border))
-
-
-# ------------------------------------------------------------------------------------------- HAM10000
-
-
-def _ham_table(request) -> Table:
-    root = locate_root(request.data_dir, "ham10000", ("HAM10000_metadata.csv", "HAM10000_metadata.tab"),
-                       P.HAM_LAYOUT, P.HAM_OBTAIN)
-    csv_path = first_existing(root, ("HAM10000_metadata.csv", "HAM10000_metadata.tab"))
-    rows = read_csv(csv_path, ("lesion_id", "image_id", "dx"), P.HAM_LAYOUT)
-    dirs = list(request.options.image_dirs) or list(P.HAM_IMAGE_DIRS)
-    folders = [safe_join(root, d, "option image_dirs") if d != "." else root for d in dirs]
-    folders = [f for f in folders if f.is_dir()]
-    index = index_images(folders)
-    if not index and not request.options.image_dirs:  # one folder of images under any other name
-        folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        index = index_images(folders)
-    where = ", ".join(f"{f}/" for f in folders) or f"{root}/ (no image folder found)"
-    files, labels, ids, groups = [], [], [], []
-    for r, row in enumerate(rows, start=2):
-        image_id = check_id(row["image_id"], csv_path, r, "image_id")
-        labels.append(class_label(row["dx"].lower(), P.HAM_CLASSES, csv_path, r, "dx"))
-        files.append(index.get(image_id))
-        ids.append(f"{image_id}.jpg")
-        groups.append(row["lesion_id"] or image_id)
-    return Table("ham10000", P.HAM_CLASSES, files, np.asarray(labels, np.int64), ids, [csv_path], where,
-                 groups=groups)
-
-
-def load_ham10000(request) -> DataSplits:
-    return prepare(request, _ham_table(request), 3, ("grouped", "iois", "diffmic"))
-
-
-# ------------------------------------------------------------------------------------------ ISIC 2018
-
-ISIC_PART_FILES = {
-    "train": ("ISIC2018_Task3_Training_GroundTruth.csv", "ISIC2018_Task3_Training_Input"),
-    "val": ("ISIC2018_Task3_Validation_GroundTruth.csv", "ISIC2018_Task3_Validation_Input"),
-    "test": ("ISIC2018_Task3_Test_GroundTruth.csv", "ISIC2018_Task3_Test_Input"),
-}
-
-
-def _find_isic_csv(root: Path, filename: str) -> Path | None:
-    return first_existing(root, (filename, f"{filename[:-4]}/{filename}"))
-
-
-def _isic_table(request) -> Table:
-    gt, _ = ISIC_PART_FILES["train"]
-    root = locate_root(request.data_dir, "isic2018", (gt, f"{gt[:-4]}/{gt}"), P.ISIC_LAYOUT, P.ISIC_OBTAIN)
-    files, labels, ids, official, sources, wheres = [], [], [], [], [], []
-    for part, (filename, input_dir) in ISIC_PART_FILES.items():
-        csv_path = _find_isic_csv(root, filename)
-        if csv_path is None:
-            if part == "test" and request.options.split == "official":
-                raise HarnessError(
-                    f"dataset 'isic2018': split=official needs the test ground truth {root / filename}, which was "
-                    f"not found; expected layout:\n{P.ISIC_LAYOUT}\nDownload it from "
-                    f"https://challenge.isic-archive.com/data/#2018, or use --set dataset.split=diffmic (or iois).")
-            continue
-        rows = read_csv(csv_path, ("image", *P.ISIC_CLASSES), P.ISIC_LAYOUT)
-        folder = root / input_dir
-        index = index_images([folder])
-        wheres.append(f"{folder}/")
-        sources.append(csv_path)
-        for r, row in enumerate(rows, start=2):
-            image = check_id(row["image"], csv_path, r, "image")
-            try:
-                onehot = [float(row[c]) for c in P.ISIC_CLASSES]
-            except ValueError:
-                onehot = []
-            if sorted(onehot) != [0.0] * (len(P.ISIC_CLASSES) - 1) + [1.0]:
-                found = ", ".join(f"{c}={row[c]}" for c in P.ISIC_CLASSES)
-                raise HarnessError(f"{csv_path}, row {r}: expected exactly one of {', '.join(P.ISIC_CLASSES)} to "
-                                   f"be 1 and the others 0; found {found}.")
-            labels.append(onehot.index(1.0))
-            files.append(index.get(image))
-            ids.append(f"{image}.jpg")
-            official.append(part)
-    groups = None
-    grouping = _find_isic_csv(root, "ISIC2018_Task3_Training_LesionGroupings.csv")
-    if grouping is not None:
-        lesion = {row["image"]: row["lesion_id"]
-                  for row in read_csv(grouping, ("image", "lesion_id"), P.ISIC_LAYOUT)}
-        groups = [lesion.get(i[:-4], i[:-4]) for i in ids]
-        sources.append(grouping)
-    return Table("isic2018", P.ISIC_CLASSES, files, np.asarray(labels, np.int64), ids, sources, ", ".join(wheres),
-                 groups=groups, official=official)
-
-
-def load_isic2018(request) -> DataSplits:
-    return prepare(request, _isic_table(request), 3, ("official", "diffmic", "iois", "grouped"))
-
-
-# ------------------------------------------------------------------------------------------- CheXpert
-
-CHEXPERT_DIRS = ("CheXpert-v1.0-small", "CheXpert-v1.0")
-UNCERTAIN = ("exclude", "zeros", "ones")
-VIEWS = ("frontal", "lateral", "all")
-PATIENT = re.compile(r"(patient\d+)")
-
-
-def _chexpert_value(value: str, csv_path: Path, row: int, column: str) -> int:
-    """1, 0, -1 (uncertain); blank (not mentioned) counts as 0."""
-    if value == "":
-        return 0
-    try:
-        number = float(value)
-    except ValueError:
-        number = None
-    if number not in (1.0, 0.0, -1.0):
-        raise HarnessError(f"{csv_path}, row {row}: {column} is {value!r}; expected 1, 0, -1 (uncertain) or blank.")
-    return int(number)
-
-
-def _chexpert_table(request) -> Table:
-    opt = request.options
-    for finding, what in ((opt.positive, "positive"), (opt.negative, "negative")):
-        if finding and finding not in P.CHEXPERT_FINDINGS:
-            raise HarnessError(f"dataset 'chexpert': {what}={finding!r} is not a CheXpert finding; expected one of "
-                               f"{', '.join(P.CHEXPERT_FINDINGS)}.")
-    if not opt.positive or opt.positive == opt.negative:
-        raise HarnessError(f"dataset 'chexpert': positive must be a finding different from negative; found "
-                           f"positive={opt.positive!r}, negative={opt.negative!r}.")
-    if opt.uncertain not in UNCERTAIN:
-        raise HarnessError(f"dataset 'chexpert': uncertain must be one of {', '.join(UNCERTAIN)}; "
-                           f"found {opt.uncertain!r}")
-    if opt.views not in VIEWS:
-        raise HarnessError(f"dataset 'chexpert': views must be one of {', '.join(VIEWS)}; found {opt.views!r}")
-    base = locate_root(request.data_dir, "chexpert", ("train.csv",), P.CHEXPERT_LAYOUT, P.CHEXPERT_OBTAIN,
-                       subdirs=CHEXPERT_DIRS)
-    classes = (opt.negative or f"no {opt.positive}", opt.positive)
-    files, labels, ids, groups, official, sources = [], [], [], [], [], []
-    for filename, part in (("train.csv", "train"), ("valid.csv", "test")):
-        csv_path = base / filename
-        if not csv_path.exists():
-            if part == "test" and opt.split == "official":
-                raise HarnessError(f"dataset 'chexpert': split=official needs {csv_path}, which was not found; "
-                                   f"expected layout:\n{P.CHEXPERT_LAYOUT}\n{P.CHEXPERT_OBTAIN}")
-            continue
-        required = ("Path", "Frontal/Lateral", opt.positive, *([opt.negative] if opt.negative else []))
-        rows = read_csv(csv_path, required, P.CHEXPERT_LAYOUT)
-        sources.append(csv_path)
-        for r, row in enumerate(rows, start=2):
-            rel = row["Path"]
-            first, _, rest = rel.replace("\\", "/").partition("/")
-            rel = rest if first.startswith("CheXpert-v1.0") else rel  # paths start with the release folder
-            path = safe_join(base, rel, f"{csv_path}, row {r}")
-            view = row["Frontal/Lateral"].lower()
-            if opt.views != "all" and view != opt.views:
-                continue
-            if opt.first_study_only and "/study1/" not in f"/{rel}":
-                continue
-            pos = _chexpert_value(row[opt.positive], csv_path, r, opt.positive)
-            neg = _chexpert_value(row[opt.negative], csv_path, r, opt.negative) if opt.negative else 0
-            if -1 in (pos, neg):
-                if opt.uncertain == "exclude":
-                    continue
-                pos, neg = [(1 if opt.uncertain == "ones" else 0) if v == -1 else v for v in (pos, neg)]
-            if opt.negative:
-                if pos == neg:  # Favero et al.: exactly one of the two findings
-                    continue
-                label = pos
-            else:
-                label = int(pos == 1)
-            patient = PATIENT.search(rel)
-            files.append(path if path.is_file() else None)
-            labels.append(label)
-            ids.append(rel)
-            groups.append(patient.group(1) if patient else str(Path(rel).parent.parent))
-            official.append(part)
-    task = {"positive": opt.positive, "negative": opt.negative, "uncertain": opt.uncertain, "views": opt.views}
-    return Table("chexpert", classes, files, np.asarray(labels, np.int64), ids, sources, f"{base}/",
-                 groups=groups, official=official, notes=task)
-
-
-def load_chexpert(request) -> DataSplits:
-    return prepare(request, _chexpert_table(request), 1, ("official", "grouped", "iois", "diffmic"))
+    return cached_splits(request.cache_dir, table.name, key, build, found)
 
 
 # ------------------------------------------------------------------------------ class-folder datasets
 
 
-def _subset(name: str, available: tuple[str, ...], requested) -> tuple[str, ...]:
+def class_subset(name: str, available: tuple[str, ...], requested, named: dict[str, tuple[str, ...]] | None = None
+                 ) -> tuple[str, ...]:
+    """The classes option: ``"all"`` (or empty), a name from ``named``, or a list of classes; kept in the
+    order of ``available``."""
+    named = named or {}
     if isinstance(requested, str):
+        if requested.strip() in ("", "all"):
+            return available
+        if requested.strip() in named:
+            return named[requested.strip()]
         requested = tuple(c.strip() for c in requested.split(",") if c.strip())
     requested = tuple(requested)
     if not requested:
         return available
     unknown = [c for c in requested if c not in available]
     if unknown:
-        raise HarnessError(f"dataset {name!r}: classes {', '.join(unknown)} unknown; expected a subset of "
-                           f"{', '.join(available)}.")
+        extra = f" or one of the names {', '.join(named)}" if named else ""
+        raise HarnessError(f"dataset {name!r}: classes {', '.join(unknown)} unknown; expected \"all\", a subset of "
+                           f"{', '.join(available)}{extra}.")
     return tuple(c for c in available if c in requested)
 
 
-def _folder_table(name: str, class_dirs: dict[str, list[Path]], classes: tuple[str, ...], max_per_class: int,
-                  where: str, official: dict[Path, str] | None = None) -> Table:
-    files, labels, parts = [], [], []
+def folder_table(name: str, root: Path, class_dirs: dict[str, list[Path]], classes: tuple[str, ...],
+                 max_per_class: int, where: str, official: dict[Path, str] | None = None) -> Table:
+    """A Table from one list of folders per class (images at any depth; ids are paths relative to ``root``)."""
+    files, labels, parts, skipped = [], [], [], []
     for label, c in enumerate(classes):
         found = []
         for folder in class_dirs.get(c, []):
-            found += walk_images(folder)
+            if os.path.islink(folder):
+                skipped.append(f"{os.path.relpath(folder, root)} -> {os.readlink(folder)}")
+                continue
+            images, links = walk_images(folder, root)
+            found += images
+            skipped += links
         if max_per_class and len(found) > max_per_class:
             keep = np.sort(np.random.default_rng(0).permutation(len(found))[:max_per_class])
             found = [found[i] for i in keep]
@@ -633,51 +586,12 @@ def _folder_table(name: str, class_dirs: dict[str, list[Path]], classes: tuple[s
         labels += [label] * len(found)
         if official is not None:
             parts += [official[next(p for p in class_dirs[c] if f.is_relative_to(p))] for f in found]
-    ids = [str(f) for f in files]
-    return Table(name, classes, list(files), np.asarray(labels, np.int64), ids, [], where,
-                 official=parts if official is not None else None, notes={"classes": list(classes)})
-
-
-def load_bone_marrow(request) -> DataSplits:
-    opt = request.options
-    markers = P.BONE_MARROW_CLASSES
-    root = locate_root(request.data_dir, "bone-marrow", markers, P.BONE_MARROW_LAYOUT, P.BONE_MARROW_OBTAIN,
-                       subdirs=("BM_cytomorphology_data",))
-    classes = _subset("bone-marrow", P.BONE_MARROW_CLASSES, opt.classes)
-    dirs = {c: [root / c] for c in classes if (root / c).is_dir()}
-    table = _folder_table("bone-marrow", dirs, classes, opt.max_per_class, f"{root}/<class>/")
-    return prepare(request, table, 3, ("iois", "diffmic"))
-
-
-def load_imagefolder(request) -> DataSplits:
-    opt = request.options
-    if opt.channels not in (1, 3):
-        raise HarnessError(f"dataset 'imagefolder': channels must be 1 or 3; found {opt.channels}")
-    if opt.root:
-        root = Path(opt.root).expanduser()
-        if not root.is_absolute():
-            root = require_data_dir(request.data_dir, "imagefolder", P.IMAGEFOLDER_OBTAIN) / root
-        if not root.is_dir():
-            raise HarnessError(f"dataset 'imagefolder': root {root} is not a folder. Expected layout:\n"
-                               f"{P.IMAGEFOLDER_LAYOUT}\n{P.IMAGEFOLDER_OBTAIN}")
-    else:
-        base = require_data_dir(request.data_dir, "imagefolder", P.IMAGEFOLDER_OBTAIN)
-        root = base / "imagefolder" if (base / "imagefolder").is_dir() else base
-    split_dirs = {"train": root / "train", "val": root / "val", "test": root / "test"}
-    has_official = split_dirs["train"].is_dir() and split_dirs["test"].is_dir()
-    if opt.split == "official" and not has_official:
-        raise HarnessError(f"dataset 'imagefolder': split=official needs {root}/train/<class>/ and "
-                           f"{root}/test/<class>/ (val/ optional); expected layout:\n{P.IMAGEFOLDER_LAYOUT}")
-    tops = [p for p in split_dirs.values() if p.is_dir()] if has_official else [root]
-    names = sorted({d.name for top in tops for d in top.iterdir() if d.is_dir() and not d.name.startswith(".")})
-    if not names:
-        raise HarnessError(f"dataset 'imagefolder': no class folders in {root}. Expected layout:\n"
-                           f"{P.IMAGEFOLDER_LAYOUT}\n{P.IMAGEFOLDER_OBTAIN}")
-    classes = _subset("imagefolder", tuple(names), opt.classes)
-    dirs = {c: [top / c for top in tops if (top / c).is_dir()] for c in classes}
-    official = {top / c: s for s, top in split_dirs.items() for c in classes} if has_official else None
-    table = _folder_table("imagefolder", dirs, classes, opt.max_per_class, f"{root}/<class>/", official)
-    if not has_official:
-        table = dataclasses.replace(table, official=None)
-    protocols = ("iois", "diffmic", "official") if has_official else ("iois", "diffmic")
-    return prepare(request, table, int(opt.channels), protocols)
+    ids = [f.relative_to(root).as_posix() for f in files]
+    warnings_ = []
+    if skipped:
+        warnings_.append(f"dataset {name!r}: {len(skipped)} directory link(s) below {root} were not followed "
+                         f"({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''}); put the images "
+                         f"themselves inside the dataset's folder.")
+    return Table(name, classes, list(files), np.asarray(labels, np.int64), ids, list(ids), [], where, root,
+                 official=parts if official is not None else None, notes={"classes": list(classes)},
+                 warnings=warnings_)

@@ -6,7 +6,9 @@ internal texture depend on its class. Every class parameter is drawn per image a
 prototype with a spread wide enough that classes overlap: a good model lands clearly below 100%, a
 weak one clearly above chance. ``separation`` scales the distance between prototypes (``3`` gives an
 easily separable variant for tests). Seven classes, imbalanced like HAM10000 (largest : smallest = 30 : 1).
-Deterministic for ``seed``; any resolution; thousands of images per second.
+Deterministic for ``seed``; any resolution; thousands of images per second. Image ids are content
+hashes (the first 16 hex digits of the SHA-1 of each image's pixels); ``train_per_class`` /
+``test_per_class`` draw a fixed number per class as for every built-in dataset.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness import DatasetOptions, DatasetSpec, hookimpl
+from harness import DatasetSpec, hookimpl
+from harness.toolkit.data import PerClassOptions
 
 CLASSES = ("naevus", "melanoma", "keratosis", "basal-cell", "actinic", "vascular", "dermatofibroma")
 # Relative class frequencies (HAM10000-like order of magnitude; 30 : 1 largest to smallest).
@@ -41,7 +44,7 @@ SPREAD = {"c1": .06, "c2": .07, "radius": .04, "elongation": .07, "irregularity"
 
 
 @dataclass(frozen=True)
-class SyntheticOptions(DatasetOptions):
+class SyntheticOptions(PerClassOptions):
     size: int = 28
     n_train: int = 500
     n_val: int = 150
@@ -146,7 +149,10 @@ def make_split(n: int, size: int, rng: np.random.Generator, separation: float):
 
 
 def load(request):
+    from dataclasses import replace
+
     from harness import DataSplits, HarnessError
+    from harness.toolkit.data import announce, finish, take_per_class
 
     opt = request.options
     if opt.size < 8 or opt.size > 512:
@@ -157,7 +163,9 @@ def load(request):
     rng = np.random.default_rng([opt.seed, 20_231_001])
     splits = {name: make_split(n, opt.size, rng, opt.separation)
               for name, n in (("train", opt.n_train), ("val", opt.n_val), ("test", opt.n_test))}
-    return DataSplits(**splits, classes=CLASSES, name="synthetic", protocol="official")
+    data, messages = take_per_class(DataSplits(**splits, classes=CLASSES, name="synthetic", protocol="official"), opt)
+    # generated, not cached: ids (content hashes) and the fingerprint are computed from the arrays each load
+    return announce(finish(replace(data, warnings=tuple(messages))))
 
 
 @hookimpl
