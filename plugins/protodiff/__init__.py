@@ -182,7 +182,7 @@ SEARCH_SPACE = {
 }
 PROTO_SEARCH_SPACE = {**SEARCH_SPACE, "proto_lambda": ("loguniform", 1e-3, 1e-1), "gamma": ("loguniform", 0.5, 8.0)}
 
-PAPER_CITATION = ("IMPROVE (prototype-guided diffusion, expert-free evaluation); ProtoDiffusion (Bas et al., ACML "
+PAPER_CITATION = ("IMPROVE (Shandilya et al. 2024: prototype-guided diffusion, expert-free evaluation); ProtoDiffusion (ACML "
                   "2023); GCPL (Yang et al. 2018); classifier-free guidance (Ho & Salimans 2022); DDIM (Song et al. "
                   "2021)")
 CFG_CITATION = ("IMPROVE's baseline: class-conditional DDPM with learned class embeddings and classifier-free "
