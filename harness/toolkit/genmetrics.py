@@ -135,7 +135,7 @@ class FeatureEncoder:
         out = []
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
-                batch = torch.from_numpy(np.ascontiguousarray(images[start : start + self.batch_size]))
+                batch = torch.from_numpy(np.array(images[start : start + self.batch_size]))  # a writable copy
                 x = normalise(batch.permute(0, 3, 1, 2).to(self.device), (0.5,), (0.5,))
                 out.append(self.model(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)

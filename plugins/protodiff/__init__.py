@@ -158,7 +158,7 @@ SMOKE = {"epochs": 1, "batch_size": 64, "synthetic_per_class": 4, "channels": 8,
          "grid_per_class": 2}
 CPU = {"epochs": 12, "batch_size": 128, "lr": 2e-3, "synthetic_per_class": 100, "channels": 32,
        "channel_mult": (1, 2, 2), "num_res_blocks": 1, "attention_resolutions": (7,), "dropout": 0.1,
-       "emb_dim": 128, "class_dim": 128, "sample_steps": 25, "gen_steps": 1500, "gen_batch_size": 32,
+       "emb_dim": 128, "class_dim": 128, "sample_steps": 25, "eta": 1.0, "gen_steps": 1500, "gen_batch_size": 32,
        "gen_lr": 1e-3, "gen_warmup_epochs": 2, "gen_ema": 0.995}
 PAPER = {"epochs": 100, "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
          "schedule": "multistep", "milestones": (50, 75), "synthetic_per_class": 100, "channels": 64,
@@ -167,9 +167,9 @@ PAPER = {"epochs": 100, "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "wei
          "gen_batch_size": 32, "gen_lr": 1e-4, "gen_warmup_epochs": 75}
 PROTO = {"smoke": {"proto_epochs": 1}, "cpu": {"proto_epochs": 6}, "paper": {"proto_epochs": 50, "proto_lr": 1e-4}}
 # The default `harness run` (synthetic, 320 training images): about a minute per method with the shared generator.
-CPU_SYNTHETIC = {"epochs": 8, "synthetic_per_class": 30, "channels": 16, "gen_steps": 300, "sample_steps": 20,
+CPU_SYNTHETIC = {"epochs": 6, "synthetic_per_class": 20, "channels": 16, "gen_steps": 300, "sample_steps": 20,
                  "emb_dim": 64, "class_dim": 64}
-PROTO_CPU_SYNTHETIC = {**CPU_SYNTHETIC, "proto_epochs": 3}
+PROTO_CPU_SYNTHETIC = {**CPU_SYNTHETIC, "proto_epochs": 2}
 # The paper's data protocol (IMPROVE, Sec. 4): 64 px, 100 training and 50 test images per class.
 PAPER_DATA = {"dataset.size": 64, "dataset.train_per_class": 100, "dataset.test_per_class": 50}
 DATASET_PROFILES = {"paper": {"ham10000": PAPER_DATA, "bone-marrow": {**PAPER_DATA, "dataset.classes": "improve14"}}}
