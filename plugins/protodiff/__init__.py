@@ -29,11 +29,13 @@ recall of the generated set against the **validation** images (per class, pooled
 fixed feature space of ``harness.toolkit.genmetrics``), and saves ``samples_<generator>.png`` (one row per
 class: validation images, then generated ones) in its artefacts.
 
-Profiles: ``smoke`` (seconds); ``cpu`` (a RetinaMNIST or capped PneumoniaMNIST trial in about 15 minutes on
-2 cores: a 32-channel UNet for 1,500 steps, 100 images per class with DDIM-25; on ``synthetic``, the default
-run, about a minute per method); ``paper`` (IMPROVE: 64 px, channels 64 x [1, 2, 4, 8], 2 res blocks,
-dropout 0.1, T = 1000, AdamW with a 1e-4 peak, 1500 epochs, DDIM-50; 100 training and 50 test images per
-class, bone marrow with the 14 classes of its downstream task).
+Profiles: ``smoke`` (seconds); ``cpu`` (RetinaMNIST or the capped PneumoniaMNIST: a 32-channel UNet for
+1,500 steps, prototypes from 6 GCPL epochs, 100 images per class by stochastic DDIM-25 (eta = 1: with these
+short budgets it beats deterministic DDIM on every generation metric), ResNet-18 as ``resnet``'s cpu profile;
+on ``synthetic``, the default run, a 16-channel UNet for 300 steps and 20 images per class, about a minute per
+method; measured costs in benchmarks/README.md); ``paper`` (IMPROVE: 64 px, channels 64 x [1, 2, 4, 8],
+2 res blocks, dropout 0.1, T = 1000, AdamW with a 1e-4 peak, 1500 epochs, DDIM-50; 100 training and 50 test
+images per class, bone marrow with the 14 classes of its downstream task; the TSTR classifier a ResNeXt-50).
 Implementation: ``model.py`` (GCPL, the conditioning, the loss, the sampler), ``train.py`` (stages, cache, fit).
 """
 
