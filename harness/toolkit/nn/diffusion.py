@@ -215,12 +215,51 @@ def per_sample_noise(seeds: Sequence[int], shape: Sequence[int], dtype=torch.flo
     return out
 
 
+# ------------------------------------------------------------------------------ DDIM sampling
+
+
+def ddim_sample(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], z_T: torch.Tensor,
+                alphas_cumprod: torch.Tensor, num_sample_steps: int, eta: float = 0.0,
+                generator: torch.Generator | None = None, clip: float | None = 1.0) -> torch.Tensor:
+    """DDIM sampling (Song et al. 2021) from noise ``z_T`` over :func:`respace`'s evenly spaced timesteps of
+    the discrete schedule ``alphas_cumprod``: ``eps_fn(z_t, t)`` (t: a (B,) long tensor of timestep indices)
+    gives the eps prediction (guided or not) and :func:`ddim_step` moves to the next kept timestep; the last
+    step (from t = 0) returns the clean estimate. x0 estimates are clipped to [-clip, clip]."""
+    abar = alphas_cumprod.to(device=z_T.device, dtype=torch.float64)
+    steps = respace(len(abar), num_sample_steps).tolist()
+    z = z_T
+    for i, t in enumerate(steps):
+        a_t, s_t = abar[t].sqrt().float(), (1 - abar[t]).sqrt().float()
+        if i + 1 < len(steps):
+            s = steps[i + 1]
+            a_s, s_s = abar[s].sqrt().float(), (1 - abar[s]).sqrt().float()
+        else:
+            a_s, s_s = torch.ones((), device=z.device), torch.zeros((), device=z.device)
+        eps = eps_fn(z, torch.full((z.shape[0],), t, dtype=torch.long, device=z.device))
+        noise = torch.randn(z.shape, generator=generator).to(z.device) if eta > 0 else None
+        z = ddim_step(z, eps, a_t, s_t, a_s, s_s, eta=eta, noise=noise, clip=clip)
+    return z
+
+
 # -------------------------------------------------------------------------------------- guidance
 
 
 def cfg_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float) -> torch.Tensor:
     """Classifier-free guidance (Ho & Salimans 2022, Eq. 6): eps~ = (1 + w) eps_c - w eps_null."""
     return (1 + w) * eps_cond - w * eps_uncond
+
+
+def cfg_eps_batched(net: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], z_t: torch.Tensor,
+                    t: torch.Tensor, cond: torch.Tensor, null: torch.Tensor, w: float) -> torch.Tensor:
+    """Classifier-free guidance with the conditional and the null pass as **one** network call on a batch of
+    2B rows (z_t twice; ``cond`` then ``null``), split and combined by :func:`cfg_eps`.
+
+    ``net(z, t, c)`` is any eps-predicting network; ``t`` has one entry per sample (B,), ``cond`` and ``null``
+    are (B, ...) conditionings (labels, vectors). w = 0 gives the conditional model.
+    """
+    b = z_t.shape[0]
+    out = net(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([cond, null]))
+    return cfg_eps(out[:b], out[b:], w)
 
 
 def classifier_log_prob_grad(classifier: Callable[..., torch.Tensor], x_t: torch.Tensor, y: torch.Tensor,
