@@ -139,7 +139,10 @@ def test_tune_writes_a_config_that_run_accepts(tmp_path, cli, ray_session):
     assert data["methods"] == ["resnet"] and data["datasets"] == ["synthetic"] and data["profile"] == "smoke"
     tuned = data["overrides"]["resnet"]
     assert set(tuned) == {"lr", "weight_decay", "batch_size"}
-    assert 1e-4 <= tuned["lr"] <= 1e-2 and 1e-5 <= tuned["weight_decay"] <= 1e-2 and tuned["batch_size"] in (64, 128)
+    from plugins.baselines import SEARCH_SPACE  # every tuned value inside resnet's declared domains
+
+    assert 1e-4 <= tuned["lr"] <= 1e-2 and 1e-5 <= tuned["weight_decay"] <= 1e-2
+    assert tuned["batch_size"] in SEARCH_SPACE["batch_size"][1]
     assert data["overrides"]["synthetic"] == {"size": 16, "n_train": 70, "n_val": 35, "n_test": 35}
 
     # selection used validation scores only: Tune saw val_* numbers and never a test metric

@@ -42,7 +42,7 @@ from harness.toolkit.training import (
     train_loop,
 )
 from harness.toolkit.training_config import TrainConfig
-from plugins.protodiff import generator_settings, sampling_settings
+from plugins.protodiff.config import generator_settings, sampling_settings
 from plugins.protodiff.model import PrototypeNet, build_denoiser, diffusion_loss, gcpl_loss, sample
 
 CACHE_VERSION = 1
