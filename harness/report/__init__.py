@@ -222,6 +222,25 @@ def _datasets(board) -> Iterable[tuple[str, list[dict]]]:
         yield dataset, list(group.iter_rows(named=True))
 
 
+def _latency_source(row: Mapping[str, Any]) -> str:
+    """`` (bench)`` / `` (trial)`` / `` (bench+trial)`` after a latency cell: where its figures come from."""
+    return f" ({row['latency_source']})" if row.get("latency_source") else ""
+
+
+def _latency_legend_of(source: str | None) -> str:
+    from harness.contract.result import LATENCY_SOURCES
+
+    return "; ".join(f"{name}: {LATENCY_SOURCES[name]}" for name in (source or "").split("+") if name in LATENCY_SOURCES)
+
+
+def _latency_legend(board) -> str:
+    """The legend's sentence on latency sources (empty when no row says where its latency comes from)."""
+    if "latency_source" not in board.columns:
+        return ""
+    sources = "+".join(sorted({p for v in board["latency_source"].to_list() if v for p in v.split("+")}))
+    return f" Latency source in brackets: {_latency_legend_of(sources)}." if sources else ""
+
+
 def to_markdown(summary: Summary, prov: dict, title: str, svg_files: dict[str, str],
                 replicates: int = N_BOOTSTRAP) -> str:
     board = summary.board
@@ -243,7 +262,7 @@ def to_markdown(summary: Summary, prov: dict, title: str, svg_files: dict[str, s
                      _p(row.get("f1_seed_p_value")) + _mark(row.get("f1_seed_significant")),
                      *(_mean_ci(row, m) for m in metrics),
                      _p(row.get("mcnemar_p_value")) + _mark(row.get("accuracy_significant")),
-                     _mean_ci(row, "ms_per_image_b1", 2), "◆" if row.get("pareto") else ""]
+                     _mean_ci(row, "ms_per_image_b1", 2) + _latency_source(row), "◆" if row.get("pareto") else ""]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         if dataset in svg_files:
@@ -256,7 +275,7 @@ def to_markdown(summary: Summary, prov: dict, title: str, svg_files: dict[str, s
         "(needs 2+ paired seeds): whether the gap holds across training seeds. McNemar: paired test of "
         f"accuracy against the top method (exact binomial on the discordant pairs, chi-square with continuity "
         f"correction above {EXACT_MCNEMAR_MAX} of them). * = significant at {ALPHA} (two-sided, uncorrected). "
-        "◆ = on the Pareto front of Macro-F1 against ms per image at batch 1.", "",
+        "◆ = on the Pareto front of Macro-F1 against ms per image at batch 1." + _latency_legend(board), "",
     ]
     if prov.get("warnings"):
         lines += ["## Warnings", "", *(f"- {_md(w)}" for w in prov["warnings"]), ""]
@@ -502,7 +521,8 @@ def _board_html(rows: list[dict], ids: dict, table_id: str, metrics: list[str]) 
             _td(esc(_p(row.get("mcnemar_p_value"))) + (' <span class="sig" title="significant at 0.05">*</span>'
                                                        if acc_sig else ""),
                 row.get("mcnemar_p_value"), title=row.get("mcnemar_test") or ""),
-            _td(esc(_mean_ci(row, "ms_per_image_b1", 2)), row.get("ms_per_image_b1_mean")),
+            _td(esc(_mean_ci(row, "ms_per_image_b1", 2) + _latency_source(row)), row.get("ms_per_image_b1_mean"),
+                title=_latency_legend_of(row.get("latency_source"))),
             _td(esc(_params(row.get("params_mean"))), row.get("params_mean")),
             _td('<span class="front">◆ front</span>' if row.get("pareto") else "", "1" if row.get("pareto") else "0"),
         ]

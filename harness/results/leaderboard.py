@@ -11,6 +11,7 @@ import math
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
+from harness.contract.result import latency_of_record
 from harness.store import atomic_write_bytes, atomic_write_parquet, iter_results
 
 HEADLINE = ("macro_f1", "balanced_accuracy", "mcc", "accuracy", "auroc", "ece")
@@ -40,7 +41,7 @@ def collect(root: Path | str, only: Mapping[str, Collection[str]] | None = None)
         }
         for name, value in (result.get("metrics") or {}).items():
             row[name] = value
-        latency = result.get("latency") or {}
+        latency, row["latency_source"] = latency_of_record(result)  # harness bench's figures when there are any
         for name in LATENCY:
             row[name] = latency.get(name)
         rows.append(row)
@@ -62,7 +63,8 @@ def build(root: Path | str, only: Mapping[str, Collection[str]] | None = None):
         return ok
     metrics = [m for m in HEADLINE if m in ok.columns]
     metrics += sorted(c for c in ok.columns if c not in metrics and c not in LATENCY and c not in _META)
-    aggs = [pl.col("seed").n_unique().alias("seeds"), pl.col("profile").first().alias("profile")]
+    aggs = [pl.col("seed").n_unique().alias("seeds"), pl.col("profile").first().alias("profile"),
+            pl.col("latency_source").drop_nulls().unique().sort().str.join("+").alias("latency_source")]
     for name in [*metrics, *[c for c in LATENCY if c in ok.columns], "params", "fit_seconds"]:
         column = pl.col(name).cast(pl.Float64)
         aggs += [column.mean().alias(f"{name}_mean"), column.std().alias(f"{name}_std")]
@@ -76,7 +78,7 @@ def build(root: Path | str, only: Mapping[str, Collection[str]] | None = None):
 
 
 _META = {"key", "experiment", "dataset", "method", "sampler", "seed", "profile", "status", "params",
-         "fit_seconds", "path"}
+         "fit_seconds", "path", "latency_source"}
 
 
 def _fmt(mean, std, digits: int = 3) -> str:
@@ -106,8 +108,18 @@ def to_markdown(board) -> str:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("Mean ± standard deviation over seeds; ranked by mean Macro-F1 within each dataset. "
-                 "Latency: median ms per image at batch 1 and 64.")
+                 "Latency: median ms per image at batch 1 and 64" + _sources(board) + ".")
     return "\n".join(lines) + "\n"
+
+
+def _sources(board) -> str:
+    """Where the latency figures come from (``harness bench`` or the trials), for a table's legend."""
+    from harness.contract.result import LATENCY_SOURCES
+
+    if "latency_source" not in board.columns:
+        return ""
+    used = sorted({part for v in board["latency_source"].to_list() if v for part in v.split("+")})
+    return "".join(f"; {name}: {LATENCY_SOURCES[name]}" for name in used if name in LATENCY_SOURCES)
 
 
 def to_text(board) -> str:
@@ -130,6 +142,7 @@ def to_text(board) -> str:
             line += "".join(f"{_fmt(row[f'{m}_mean'], row[f'{m}_std']):>16}" for m in metrics)
             lat = row.get("ms_per_image_b1_mean")
             line += f"{(f'{lat:.2f}' if lat is not None else '–'):>12}"
+            line += f" ({row['latency_source']})" if row.get("latency_source") else ""
             out.append(line)
         out.append("")
     return "\n".join(out)
