@@ -356,6 +356,49 @@ def bench(ctx, paths, threads, device, batch, budget, repeats, no_onnx, data_dir
     sys.exit(1 if errors else 0)
 
 
+@main.command()
+@click.argument("trial_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--images", "images_dir", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="A folder of image files (any depth) to classify.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]),
+              help="A split of the trial's own dataset instead (same options, seed and protocol; needs its data).")
+@click.option("--out", "out_file", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Where to write the predictions: FILE.parquet or FILE.csv.")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (or HARNESS_DATA_DIR), for --split.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps.")
+@click.pass_context
+def predict(ctx, trial_dir, images_dir, split, out_file, data_dir, device):
+    """Apply a stored trial's model to a folder of images or a dataset split; write one row per image
+    (image_id, pred, pred_class, prob_0..K-1, and uncertainty where the method gives it) to Parquet or CSV.
+
+    
+    harness predict runs/retinamnist/3f2a... --images scans/ --out scans.parquet
+    harness predict runs/retinamnist/3f2a... --split test --data-dir ../shared/data --out test.csv
+
+    Loading a model unpickles code: use trial folders you trust.
+    """
+    from harness.run.predict import predict_images, predict_split, summary, write
+    from harness.run.settings import RunSettings, check_device_available
+
+    if (images_dir is None) == (split is None):
+        raise click.UsageError("give either --images FOLDER or --split train|val|test")
+    check_device_available(device)
+    settings = RunSettings(data_dir=data_dir, plugins=ctx.obj["plugins"], blocked=ctx.obj["blocked"], device=device)
+    if images_dir is not None:
+        predictions = predict_images(images_dir, trial_dir, settings, device)
+    else:
+        predictions = predict_split(trial_dir, split, settings, device)
+    written = write(predictions, out_file)
+    counts = ", ".join(f"{name} {n}" for name, n in summary(predictions).items())
+    click.echo(f"{len(predictions)} image(s) from {predictions.source}: {counts}")
+    if predictions.metrics:
+        click.echo("  " + "  ".join(f"{k} {v:.4f}" for k, v in predictions.metrics.items() if v is not None))
+    if predictions.matches_stored is not None:
+        click.echo("  the same labels as the trial's predictions.parquet" if predictions.matches_stored else
+                   "  warning: labels differ from the trial's predictions.parquet (a stochastic method, or other data)")
+    click.echo(f"Written: {written}")
+
+
 KIND_NAMES = ("methods", "datasets", "samplers", "metrics")
 
 

@@ -6,7 +6,8 @@
   plugin that trained it must be importable to load it; a class defined inside ``fit`` is pickled by value
   with cloudpickle instead);
 - ``predictor.json``: what turns images into the module's input and how it was saved: normalisation
-  (``mean``, ``std``), ``batch_size``, ``exportable``, the module's class, the pickler, the torch version;
+  (``mean``, ``std``), ``batch_size``, ``exportable``, ``input_shape`` (one image, H x W x C, as the trial fed
+  it; absent in models kept before it was recorded), the module's class, the pickler, the torch version;
 - ``model.onnx``: the ONNX graph, where the predictor exports (written by the latency step).
 
 ``load_predictor(trial_dir)`` returns a :class:`harness.contract.specs.Predictor` that predicts as the trial
@@ -40,8 +41,9 @@ def model_dir(trial_dir: Path) -> Path:
     return Path(trial_dir) / MODEL_DIR
 
 
-def save_predictor(predictor: Predictor, trial_dir: Path) -> dict[str, Any]:
+def save_predictor(predictor: Predictor, trial_dir: Path, input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
     """Save ``predictor`` under ``trial_dir/model/``; returns what was saved (for ``TrialResult.model``).
+    ``input_shape``: one image's (H, W, C) as the trial fed it (``harness predict`` prepares images to it).
 
     Raises :class:`HarnessError` when the module cannot be pickled at all (the caller records it)."""
     import torch
@@ -62,6 +64,8 @@ def save_predictor(predictor: Predictor, trial_dir: Path) -> dict[str, Any]:
         "exportable": bool(predictor.exportable),
         "device": str(predictor.device),
     }
+    if input_shape is not None:
+        meta["input_shape"] = [int(v) for v in input_shape]
     atomic_write_json(folder / META_FILE, meta)
     return describe(trial_dir)
 
@@ -104,10 +108,7 @@ def load_predictor(trial_dir: Path | str, device: str = "cpu") -> Predictor:
         raise HarnessError(f"{trial_dir} has no saved model ({MODEL_DIR}/{MODULE_FILE} is missing): the trial ran "
                            f"with --no-save-model, failed, or was written by a harness that kept no models; "
                            f"re-run it to get one")
-    try:
-        meta = json.loads((folder / META_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise HarnessError(f"cannot read {folder / META_FILE}: {exc}") from None
+    meta = read_meta(trial_dir)
     if meta.get("format") != FORMAT:
         raise HarnessError(f"{folder / META_FILE}: format {meta.get('format')!r} is not {FORMAT}; upgrade harness")
     try:
@@ -119,6 +120,18 @@ def load_predictor(trial_dir: Path | str, device: str = "cpu") -> Predictor:
     module.eval()
     return Predictor(module, mean=tuple(meta["mean"]), std=tuple(meta["std"]), batch_size=int(meta["batch_size"]),
                      exportable=bool(meta["exportable"]), device=device)
+
+
+def read_meta(trial_dir: Path | str) -> dict[str, Any]:
+    """``trial_dir/model/predictor.json`` (a HarnessError naming it when it cannot be read)."""
+    path = model_dir(Path(trial_dir)) / META_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise HarnessError(f"cannot read {path}: {exc}") from None
+    if not isinstance(meta, dict):
+        raise HarnessError(f"{path}: expected a JSON object; found {type(meta).__name__}")
+    return meta
 
 
 def onnx_path(trial_dir: Path) -> Path:

@@ -347,7 +347,7 @@ def run_trial(
         saved = False
         if settings.save_model:
             try:
-                models.save_predictor(predictor, trial_dir)
+                models.save_predictor(predictor, trial_dir, input_shape=data.test.images.shape[1:])
                 saved = True
             except HarnessError as exc:  # a module that cannot be pickled: the trial stands, without a model
                 result.warnings.append(f"model not kept: {exc}")
