@@ -5,7 +5,7 @@ Two parts:
 
 - ``grid``: ms per image at batch 1 and 64, T = 60 and 250, at the ``cpu`` width (512) and the ``paper``
   width (6144), with the ``cpu`` backbones (tiny CNNs) at 28 px, next to a ResNet-18 (small-image stem) at
-  28 px.
+  28 px; torch, and ONNX Runtime for the per-step networks with the chain in Python (``plugins/diffmic/export.py``).
 - ``paper``: the paper's settings: 224 px, ResNet-50 DCG branches (global + 6 crops of 32 px), ResNet-18
   image encoder, width 6144, batch 32, T = 60 and 250, with the time split into DCG, image feature and
   the reverse chain, next to a ResNet-18 at 224 px. Target on a 2-core CPU: T = 60 <= 170 ms/image,
@@ -24,12 +24,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
+import tempfile
 import time
+from functools import partial
 
 import torch
 
 from harness.toolkit import backbones
 from plugins.diffmic import model as dm
+from plugins.diffmic.export import OnnxDiffMIC, export_onnx
 
 NUM_CLASSES = 7
 
@@ -51,8 +54,8 @@ def build(*, size: int, dcg: str, local: str, encoder: str, width: int, timestep
                        crop_size=max(1, round(crop_fraction * size)), crop_channels="first", attention_dim=128)
     enc = dm.Encoder(encoder, in_chans=3, image_size=size, pretrained=False)
     denoiser = dm.Denoiser(num_classes=NUM_CLASSES, feature_dim=width, timesteps=1000, encoder=enc)
-    schedule = dm.CardSchedule.linear(1000, 1e-4, 0.02)
-    return dm.DiffMICClassifier(model_dcg, denoiser, schedule, test_timesteps=timesteps, uncertainty_chains=0,
+    diffusion = dm.LabelDiffusion(1000, 1e-4, 0.02)
+    return dm.DiffMICClassifier(model_dcg, denoiser, diffusion, test_timesteps=timesteps, uncertainty_chains=0,
                                 channels_last=True, dtype=DTYPE).eval()
 
 
@@ -94,18 +97,27 @@ def gemm_floor(batch: int, width: int, timesteps: int, repeats: int) -> float:
 def grid(args) -> None:
     size = 28
     print(f"\n## grid: 28 px, cpu backbones (tinycnn), truncated chain, {torch.get_num_threads()} threads")
-    print("| model | T | width | ms/image b1 | ms/image b64 |\n|---|---|---|---|---|")
+    print("| model | T | width | ms/image b1 | ms/image b64 | ONNX Runtime b1 | ONNX Runtime b64 |\n"
+          "|---|---|---|---|---|---|---|")
     x64 = torch.randn(64, 3, size, size).contiguous(memory_format=torch.channels_last)
     net = resnet18(size)
     print(f"| ResNet-18 (28 px stem) | - | - | {ms_per_image(net, x64[:1], args.repeats * 3):.2f} | "
-          f"{ms_per_image(net, x64, args.repeats):.2f} |", flush=True)
+          f"{ms_per_image(net, x64, args.repeats):.2f} | | |", flush=True)
     for width in (512, 6144):
         for timesteps in args.timesteps:
             model = build(size=size, dcg="tinycnn", local="tinycnn", encoder="tinycnn", width=width,
                           timesteps=timesteps, crop_fraction=2 / 7)
             b1 = ms_per_image(model, x64[:1], args.repeats)
             b64 = ms_per_image(model, x64, args.repeats)
-            print(f"| DiffMIC | {timesteps} | {width} | {b1:.2f} | {b64:.2f} |", flush=True)
+            with tempfile.TemporaryDirectory() as tmp:  # the per-step networks on ONNX Runtime, the chain in Python
+                ort = OnnxDiffMIC(export_onnx(model, tmp, image_shape=(3, size, size)), model)
+                ort_b1, ort_b64 = ms_per_image(ort, x64[:1], args.repeats), ms_per_image(ort, x64, args.repeats)
+            print(f"| DiffMIC | {timesteps} | {width} | {b1:.2f} | {b64:.2f} | {ort_b1:.2f} | {ort_b64:.2f} |",
+                  flush=True)
+
+
+def step(denoiser, e, prior, y, t):
+    return denoiser(e, y.to(DTYPE), prior, torch.full((1,), t))
 
 
 def paper(args) -> None:
@@ -128,8 +140,10 @@ def paper(args) -> None:
         with torch.inference_mode():
             e = model.denoiser.image_feature(xd)
             prior = torch.softmax(model.dcg.fused_logits(model.dcg(xd)).float(), 1)
+            noise = dm.chain_noise(x, 0, 1, len(model.steps), NUM_CLASSES)
             t0 = CLOCK()
-            dm.sample_y0(model.denoiser, e, prior, model.steps)
+            eps_fn = partial(step, model.denoiser, e, prior.to(DTYPE))
+            model.diffusion.sample(eps_fn, prior, model.steps, noise)
             chain = (CLOCK() - t0) * 1000.0 / batch
         floor = gemm_floor(batch, 6144, timesteps, args.repeats)
         target = targets.get(timesteps)

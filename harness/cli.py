@@ -25,6 +25,8 @@ def _registry(ctx: click.Context):
     manager, registry = cached_plugins(ctx.obj["plugins"], ctx.obj["blocked"])
     for failure in registry.failures:
         click.echo(f"warning: plugin {failure.name!r} failed to load: {failure.error}", err=True)
+    for kind, name in sorted(registry.conflicts):
+        click.echo(f"warning: {registry.conflict_error(kind, name)}", err=True)
     return manager, registry
 
 
@@ -122,12 +124,16 @@ def run(ctx, **options):
     experiment, trials = request.plan(registry)
     click.echo(f"{len(trials)} trial(s) -> {request.root}")
     if request.dry_run:
-        _print_trials(trials, Path(request.runs_dir))
+        _print_trials(trials, request.settings(), registry)
         return
-    summary = execute(request, experiment, trials, command=_command_line(click.get_current_context()))
-    if bench_after:
-        _bench_after(request)
-    _print_outcome(request.root, summary)
+    command = _command_line(click.get_current_context())
+    summary = execute(request, experiment, trials, command=command)
+    if summary.stopped:
+        _print_stopped(request.root, summary, command)
+    else:
+        if bench_after:
+            _bench_after(request)
+        _print_outcome(request.root, summary)
     sys.exit(summary.exit_code)
 
 
@@ -157,25 +163,62 @@ def _bench_after(request) -> None:
                    err=True)
 
 
-def _print_outcome(root: Path, summary) -> None:
-    """The leaderboard, the counts, the failures and the report of a finished ``harness run``."""
-    from harness.report import write_report
-    from harness.results import leaderboard
+def _print_stopped(root: Path, summary, command: str) -> None:
+    """What an interrupted (Ctrl-C) or stopped run did, and the command that resumes it."""
+    if not summary.interrupted:
+        click.echo(f"error: {summary.stopped}", err=True)
+    click.echo(f"{'interrupted' if summary.interrupted else 'stopped'}: {len(summary.ok)} trial(s) finished in this "
+               f"run ({len(summary.failed)} failed), {len(summary.skipped)} were done before, {len(summary.not_run)} "
+               f"not finished. Finished results are kept in {root}. Resume with:\n  {command}", err=True)
 
-    board = leaderboard.write(root)
-    click.echo("")
-    click.echo(leaderboard.to_text(board))
-    click.echo(f"{len(summary.ok)} ok, {len(summary.skipped)} skipped (done before), {len(summary.failed)} failed. "
-               f"Leaderboard: {root / 'leaderboard.md'}")
+
+def _print_outcome(root: Path, summary) -> None:
+    """The leaderboard, the counts, the failures and the report of a finished ``harness run``: the runs folder is
+    read and summarised once, for the terminal table, ``leaderboard.md`` and the report."""
+    from harness.report import load_summary, to_text, write_leaderboard, write_report
+
+    try:
+        board = load_summary(root, _report_settings())
+    except Exception as exc:  # the results are safe on disk; `harness report` can be re-run on them
+        board = None
+        click.echo(f"warning: the leaderboard could not be computed ({type(exc).__name__}: {exc}); "
+                   f"the results are in {root}; retry with `harness report {root}`", err=True)
+    if board is not None:
+        write_leaderboard(board, root)
+        click.echo("")
+        click.echo(to_text(board))
+    click.echo(f"{len(summary.ok)} ok, {len(summary.skipped)} skipped (done before), {len(summary.failed)} failed"
+               + (f", {len(summary.busy)} left to another process" if summary.busy else "")
+               + f". Leaderboard: {root / 'leaderboard.md'}")
     for key in summary.failed:
         click.echo(f"  failed: {key}: {summary.errors.get(key, '')} (see {root / key / 'result.json'})", err=True)
+    for key, reason in summary.busy.items():
+        click.echo(f"  not run here: {key}: {reason}", err=True)
+    if summary.unverified:
+        click.echo(f"warning: {len(summary.unverified)} stored result(s) were reused without a data check (see the "
+                   f"warnings above); move a trial's folder out of {root} to re-run it", err=True)
+    if board is None:
+        return
     try:
-        written = write_report(root, root / "report")
+        written = write_report(root, root / "report", summary=board)
         click.echo(f"Report: {written['index.html']} (and leaderboard.md, results.parquet next to it)")
-        _echo_mixed_settings(root)
+        _echo_warnings(board)
     except Exception as exc:  # the results are safe on disk; `harness report` can be re-run on them
         click.echo(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
                    f"the results are in {root}; retry with `harness report {root}`", err=True)
+
+
+def _report_settings(**values):
+    """The statistics' settings: the run's headline metric (harness.run.settings) unless given."""
+    from harness.results.summary import Settings
+
+    return Settings(**{"headline": HEADLINE_METRIC, **{k: v for k, v in values.items() if v is not None}})
+
+
+def _echo_warnings(summary) -> None:
+    """The summary's warnings on stderr (pooled settings or versions, unreadable results, refused pairings...)."""
+    for warning in summary.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def _apply_config_file(ctx: click.Context, config_file: Path) -> tuple[dict, dict]:
@@ -211,12 +254,14 @@ def _record_experiment(root: Path, exp, command: str) -> None:
     record_experiment(root, exp, command)
 
 
-def _print_trials(trials, runs_dir: Path) -> None:
-    from harness.store import ResultStore
+def _print_trials(trials, settings, registry) -> None:
+    """``--dry-run``: each trial, whether it is done or would run, and why when that is not plain."""
+    from harness.run.resume import for_trials
 
-    for trial in trials:
-        done = ResultStore(runs_dir / trial.experiment).is_done(trial.key)
-        click.echo(f"{'done' if done else 'todo'}  {trial.key}  {trial.label()}  {json.dumps(trial.config, sort_keys=True)}")
+    for trial, decision in for_trials(trials, settings, registry):
+        click.echo(f"{decision.state:<10}  {trial.key}  {trial.label()}  {json.dumps(trial.config, sort_keys=True)}")
+        if decision.reason:
+            click.echo(f"{'':<10}  {'would run again' if decision.runs else 'skipped'}: {decision.reason}")
 
 
 def _command_line(ctx: click.Context) -> str:
@@ -426,8 +471,8 @@ def list_(ctx, kind, as_json):
     _, registry = _registry(ctx)
     kinds = (kind,) if kind else KIND_NAMES
     data = {
-        k: [{**_describe(k, spec), "plugin": registry.provider[(k, name)]}
-            for name, spec in sorted(registry.table(k).items())]
+        k: [{**_describe(k, spec), "plugin": plugin, **({"conflict": True} if conflict else {})}
+            for _, spec, plugin, conflict in registry.entries(k)]
         for k in kinds
     }
     if as_json:
@@ -438,7 +483,8 @@ def list_(ctx, kind, as_json):
         if not data[k]:
             click.echo("  (none)")
         for entry in data[k]:
-            click.echo(f"  {entry['name']:<18} {entry['description']}  [plugin: {entry['plugin']}]")
+            conflict = "  CONFLICT: another plugin registers this name too" if entry.get("conflict") else ""
+            click.echo(f"  {entry['name']:<18} {entry['description']}  [plugin: {entry['plugin']}]{conflict}")
             if k == "datasets":
                 click.echo(f"  {'':<18} {len(entry['classes'])} classes, {entry['modality']}; "
                            f"licence: {entry['license']}")
@@ -456,13 +502,18 @@ def plugins(ctx, as_json):
     rows = [{"name": p.name, "version": p.version, "module": p.module, "hooks": list(p.hooks), "source": p.source}
             for p in registry.plugins]
     failures = [{"name": f.name, "error": f.error} for f in registry.failures]
+    conflicts = [{"kind": kind[:-1], "name": name, "plugins": sorted(plugin for plugin, _ in claims)}
+                 for (kind, name), claims in sorted(registry.conflicts.items())]
     if as_json:
-        click.echo(json.dumps({"plugins": rows, "failed": failures}, indent=2))
+        click.echo(json.dumps({"plugins": rows, "failed": failures, "conflicts": conflicts}, indent=2))
         return
     for row in rows:
         click.echo(f"{row['name']:<16} {row['version']:<10} {row['module']:<28} {', '.join(row['hooks'])}")
     for failure in failures:
         click.echo(f"{failure['name']:<16} FAILED: {failure['error']}")
+    for conflict in conflicts:
+        click.echo(f"CONFLICT: {conflict['kind']} {conflict['name']!r} is registered by "
+                   f"{' and '.join(conflict['plugins'])}; block one with --block-plugin NAME")
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -485,16 +536,38 @@ def conformance(ctx, only, plugins, pytest_args):
                        blocked=ctx.obj["blocked"]))
 
 
+_STATS_OPTIONS = [
+    click.option("--bootstrap", type=click.IntRange(min=100), default=2000, show_default=True,
+                 help="Image resamples of the two-level paired bootstrap."),
+    click.option("--correction", type=click.Choice(["holm", "bh"]), default="holm", show_default=True,
+                 help="Multiple-comparison correction across a table's comparisons: Holm or Benjamini-Hochberg."),
+    click.option("--headline", help="Metric to rank and test on (default: the run settings' headline, macro_f1)."),
+    click.option("--improving-margin", type=click.FloatRange(min=0), default=0.01, show_default=True,
+                 help="A trial is 'still improving' when its best validation headline score in the last fifth of "
+                      "its budget beats the best before by more than this."),
+]
+
+
+def _stats_options(command):
+    for option in reversed(_STATS_OPTIONS):
+        command = option(command)
+    return command
+
+
 @main.command("leaderboard")
 @click.argument("runs_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-def leaderboard_cmd(runs_dir):
-    """Aggregate the results under RUNS_DIR into a ranked table (also written as .md and .parquet)."""
-    from harness.results import leaderboard
+@_stats_options
+def leaderboard_cmd(runs_dir, bootstrap, correction, headline, improving_margin):
+    """Aggregate the results under RUNS_DIR into a ranked table (also written as .md and .parquet), with the
+    same statistics and warnings as `harness report`."""
+    from harness.report import load_summary, to_text, write_leaderboard
 
-    board = leaderboard.write(runs_dir)
-    click.echo(leaderboard.to_text(board))
-    click.echo(f"Written: {runs_dir / 'leaderboard.md'}" + ("" if board.is_empty() else
-                                                            f", {runs_dir / 'leaderboard.parquet'}"))
+    summary = load_summary(runs_dir, _report_settings(replicates=bootstrap, correction=correction, headline=headline,
+                                                      improving_margin=improving_margin))
+    written = write_leaderboard(summary, runs_dir)
+    click.echo(to_text(summary))
+    click.echo("Written: " + ", ".join(str(p) for p in written.values()))
+    _echo_warnings(summary)
 
 
 @main.command("report")
@@ -502,42 +575,37 @@ def leaderboard_cmd(runs_dir):
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Output folder (default: RUNS_DIR/report).")
 @click.option("--title", help="Page title (default: 'Leaderboard: <RUNS_DIR name>').")
-@click.option("--bootstrap", type=click.IntRange(min=100), default=2000, show_default=True,
-              help="Paired bootstrap resamples.")
+@_stats_options
 @click.option("--methods", help="Only these methods (comma-separated), e.g. an ablation's rows.")
 @click.option("--datasets", help="Only these datasets (comma-separated).")
 @click.option("--samplers", help="Only these samplers (comma-separated).")
 @click.pass_context
-def report_cmd(ctx, runs_dir, out_dir, title, bootstrap, methods, datasets, samplers):
+def report_cmd(ctx, runs_dir, out_dir, title, bootstrap, correction, headline, improving_margin, methods, datasets,
+               samplers):
     """Publish the results under RUNS_DIR: leaderboard.md, a self-contained index.html, results.parquet.
 
-    Mean and 95% CI over seeds, paired tests (bootstrap of Macro-F1, McNemar) against the top method,
-    per-class recall, confusion matrices and the Macro-F1 / latency Pareto front. With --methods /
-    --datasets / --samplers the report covers that selection (the paired tests are against its top).
+    Mean and 95% CI over seeds; against each dataset's top method the two-level paired bootstrap (test images
+    and training seeds), adjusted for the table's comparisons, with rank bands; the t-test over seeds and
+    McNemar per seed as secondary tests; per-class recall, confusion matrices, learning curves, the
+    quality / latency Pareto front, and for 2+ datasets Friedman / Nemenyi with a critical-difference
+    diagram. With --methods / --datasets / --samplers the report covers that selection (the paired tests
+    are against its top).
     """
-    from harness.report import write_report
-    from harness.store import iter_results
+    from harness.report import load_summary, write_report
 
     only = {field: set(_csv(value)) for field, value in
             (("method", methods), ("dataset", datasets), ("sampler", samplers)) if value}
-    if only and not any(r.get("status") == "ok" for _, r in iter_results(runs_dir, only)):
+    summary = load_summary(runs_dir, _report_settings(replicates=bootstrap, correction=correction, headline=headline,
+                                                      improving_margin=improving_margin), only or None)
+    if only and summary.board.is_empty():
         raise click.UsageError(f"no finished trial under {runs_dir} matches the selection "
                                + "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in only.items())
                                + " (see `harness leaderboard RUNS_DIR` for what is there)")
-    written = write_report(runs_dir, out_dir or runs_dir / "report", title=title,
-                           report_command=_command_line(ctx), replicates=bootstrap, only=only or None)
+    written = write_report(runs_dir, out_dir or runs_dir / "report", title=title, report_command=_command_line(ctx),
+                           summary=summary)
     for path in written.values():
         click.echo(f"Written: {path}")
-    _echo_mixed_settings(runs_dir, only or None)
-
-
-def _echo_mixed_settings(runs_dir: Path, only=None) -> None:
-    """Say on stderr which leaderboard rows pool trials of different settings or repeated seeds."""
-    from harness.report import mixed_settings
-    from harness.store import iter_results
-
-    for warning in mixed_settings([r for _, r in iter_results(runs_dir, only) if r.get("status") == "ok"]):
-        click.echo(f"warning: {warning}", err=True)
+    _echo_warnings(summary)
 
 
 if __name__ == "__main__":

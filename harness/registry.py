@@ -8,8 +8,11 @@ Plugins come from three places, in this order:
 3. ``--plugin some.module`` on the command line.
 
 ``HARNESS_BLOCK_PLUGINS`` (comma-separated names) or ``--block-plugin NAME`` stops a plugin from
-loading. A plugin that fails to import (or whose hook raises) is reported by name with its error and
-the rest still load. Two plugins registering the same name is an error naming both.
+loading. A plugin that fails to import (or whose hook raises, or registers a spec of the wrong type or a name
+that cannot be a folder name) is reported by name with its error and the rest still load. Two plugins
+registering the same name is a *conflict*: both stay listed (``harness plugins``, ``harness list``) so the user
+can see them and block one, and using the name (a metric's: running at all, since every metric is computed) is
+an error naming both plugins (:meth:`Registry.get`, :meth:`Registry.check_conflicts`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 import pluggy
 
 from harness.contract import hookspecs
-from harness.contract.specs import DatasetSpec, MethodSpec, MetricSpec, SamplerSpec
+from harness.contract.specs import DatasetSpec, MethodSpec, MetricSpec, SamplerSpec, check_name
 from harness.errors import HarnessError
 
 ENTRY_POINT_GROUP = "harness"
@@ -67,14 +70,46 @@ class Registry:
     provider: dict[tuple[str, str], str] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
     failures: list[PluginFailure] = field(default_factory=list)
+    # (kind, name) registered by more than one plugin -> [(plugin, spec), ...] in registration order; the
+    # table keeps the first, and neither is used until the user blocks one
+    conflicts: dict[tuple[str, str], list[tuple[str, Any]]] = field(default_factory=dict)
 
     def table(self, kind: str) -> dict[str, Any]:
         if kind not in KINDS:
             raise HarnessError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
         return getattr(self, kind)
 
+    def entries(self, kind: str) -> list[tuple[str, Any, str, bool]]:
+        """``(name, spec, plugin, conflicting)`` for every registration of ``kind``, conflicting ones included
+        (each of the plugins that registered the name), sorted by name."""
+        out = []
+        for name, spec in self.table(kind).items():
+            claims = self.conflicts.get((kind, name))
+            if claims:
+                out.extend((name, other, plugin, True) for plugin, other in claims)
+            else:
+                out.append((name, spec, self.provider[(kind, name)], False))
+        return sorted(out, key=lambda entry: entry[0])
+
+    def conflict_error(self, kind: str, name: str) -> HarnessError:
+        plugins = sorted(plugin for plugin, _ in self.conflicts[(kind, name)])
+        return HarnessError(
+            f"{kind[:-1]} name {name!r} is registered by {len(plugins)} plugins: "
+            f"{' and '.join(repr(p) for p in plugins)}. Block all but one of them "
+            f"(--block-plugin NAME or {ENV_BLOCK}=NAME); `harness plugins` lists them."
+        )
+
+    def check_conflicts(self, kind: str, names=None) -> None:
+        """Raise the error of the first conflict (two plugins registering one name) among ``names`` of ``kind``
+        (None: every name of that kind, as for metrics, which are all computed)."""
+        for conflict_kind, name in sorted(self.conflicts):
+            if conflict_kind == kind and (names is None or name in names):
+                raise self.conflict_error(kind, name)
+
     def get(self, kind: str, name: str):
         table = self.table(kind)
+        if (kind, name) in self.conflicts:
+            raise self.conflict_error(kind, name)
         if name not in table:
             available = ", ".join(sorted(table)) or "(none registered)"
             singular = kind[:-1]
@@ -160,25 +195,26 @@ class PluginManager:
 
                 def register(spec, _plugin=plugin_name, _kind=kind, _type=spec_type, _table=table, _hook=hook_name):
                     if not isinstance(spec, _type):
-                        raise HarnessError(
-                            f"plugin {_plugin!r} registered {type(spec).__name__} in {_hook}; "
-                            f"expected a {_type.__name__}"
-                        )
+                        registry.failures.append(PluginFailure(
+                            _plugin, f"registered {type(spec).__name__} in {_hook}; expected a {_type.__name__} "
+                                     f"(not registered)"))
+                        return
+                    try:  # names become folder names in the runs folder (trial keys)
+                        check_name(spec.name, f"{_kind[:-1]} name")
+                    except HarnessError as exc:
+                        registry.failures.append(PluginFailure(_plugin, f"{exc} (not registered)"))
+                        return
+                    key = (_kind, spec.name)
                     if spec.name in _table:
-                        other = registry.provider[(_kind, spec.name)]
-                        raise HarnessError(
-                            f"{_kind[:-1]} name {spec.name!r} is registered by two plugins: "
-                            f"{other!r} and {_plugin!r}. Block one of them "
-                            f"(--block-plugin NAME or {ENV_BLOCK}=NAME)."
-                        )
+                        claims = registry.conflicts.setdefault(key, [(registry.provider[key], _table[spec.name])])
+                        claims.append((_plugin, spec))
+                        return
                     _table[spec.name] = spec
-                    registry.provider[(_kind, spec.name)] = _plugin
+                    registry.provider[key] = _plugin
 
                 kwargs = {"register": register}
                 try:
                     impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
-                except HarnessError:
-                    raise
                 except Exception as exc:
                     registry.failures.append(
                         PluginFailure(plugin_name, f"{hook_name} raised {type(exc).__name__}: {exc}",

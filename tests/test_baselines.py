@@ -1,9 +1,11 @@
-"""Issue 5 baselines: the imbalance losses against their formulas, the samplers against their definitions,
-the small-input backbone adaptations, the paper profiles, and every baseline method training on an easily
-separable synthetic variant (through ``run_trial``) to clearly better than chance."""
+"""The baselines: the imbalance losses against their formulas (and hand computations), LDAM's cosine head, the
+samplers against their definitions, the small-input backbone adaptations, the paper profiles and the cpu step
+budgets, and every baseline method training on an easily separable synthetic variant (through ``run_trial``)
+to clearly better than chance."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +16,20 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import HarnessError
-from plugins.baselines.loss_fns import drw_start, effective_number_weights, focal_loss, ldam_loss, ldam_margins
-from plugins.baselines.model import build_backbone, swin_input_size
+from plugins.baselines.model import (
+    CosineHead,
+    NormalisedSigmoid,
+    build_backbone,
+    drw_start,
+    effective_number_weights,
+    focal_loss,
+    ldam_loss,
+    ldam_margins,
+    set_prior_bias,
+    sigmoid_focal_loss,
+    swin_input_size,
+    with_cosine_head,
+)
 from plugins.samplers.sampling import ProgressiveSampler, class_probabilities, progressive, sqrt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,23 +96,135 @@ def test_ldam_margins_scale_with_inverse_fourth_root_of_counts():
     assert np.allclose(ldam_margins([16, 1], 0.5), [0.25, 0.5])
 
 
-def test_ldam_loss_is_cross_entropy_on_scaled_margin_shifted_logits():
-    logits, y = _batch(seed=3)
+def test_ldam_loss_is_cross_entropy_on_margin_shifted_cosine_logits():
+    cos = torch.tanh(_batch(seed=3)[0])  # cosines in (-1, 1)
+    y = _batch(seed=3)[1]
     margins = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
-    z = logits.double().clone()
-    z[torch.arange(len(y)), y] -= margins.double()[y]
-    expected = torch.nn.functional.cross_entropy(30 * z, y)
-    assert torch.allclose(ldam_loss(logits, y, margins, scale=30.0).double(), expected, atol=1e-4)
-    # No margin and s = 1 is plain cross-entropy; the margin makes the loss larger.
-    zero = torch.zeros(5)
-    assert torch.allclose(ldam_loss(logits, y, zero, scale=1.0), F.cross_entropy(logits, y), atol=1e-6)
-    assert ldam_loss(logits, y, margins, scale=1.0) > F.cross_entropy(logits, y)
+    shifted = cos.double().clone()
+    shifted[torch.arange(len(y)), y] -= margins.double()[y]
+    # Cao et al.: cross-entropy of s (cos theta_j - Delta_y [j = y]); the head's logits are s cos theta.
+    expected = F.cross_entropy(30 * shifted, y)
+    assert torch.allclose(ldam_loss(30 * cos, y, margins, scale=30.0).double(), expected, atol=1e-4)
+    # No margin is plain cross-entropy on the logits; the margin makes the loss larger.
+    logits, zero = 30 * cos, torch.zeros(5)
+    assert torch.allclose(ldam_loss(logits, y, zero, scale=30.0), F.cross_entropy(logits, y), atol=1e-5)
+    assert ldam_loss(logits, y, margins, scale=30.0) > F.cross_entropy(logits, y)
     w = torch.tensor([3.0, 1.0, 1.0, 0.5, 2.0])
-    assert torch.allclose(ldam_loss(logits, y, zero, 1.0, w), F.cross_entropy(logits, y, weight=w), atol=1e-6)
+    assert torch.allclose(ldam_loss(logits, y, zero, 30.0, w), F.cross_entropy(logits, y, weight=w), atol=1e-5)
+
+
+def test_ldam_logits_are_scaled_cosines_of_features_and_class_weights():
+    model = with_cosine_head(build_backbone("resnet18", num_classes=4, in_chans=3, image_size=16).model, 4, 30.0)
+    model.eval()
+    assert isinstance(model.head, CosineHead)
+    x = torch.randn(6, 3, 16, 16)
+    with torch.no_grad():
+        features = model.features(x)  # pooled features (the backbone without its classifier)
+        logits = model(x)
+        w = model.head.weight
+        by_hand = 30.0 * (features @ w.T) / (features.norm(dim=1, keepdim=True) * w.norm(dim=1)[None, :])
+        assert torch.allclose(logits, by_hand, atol=1e-4)
+        assert logits.abs().max() <= 30.0 + 1e-4
+        # Only angles count: rescaling a feature vector or a class's weight vector changes no logit.
+        head = model.head
+        assert torch.allclose(head(features * 7.5), logits, atol=1e-4)
+        head.weight.mul_(torch.tensor([0.1, 2.0, 5.0, 1.0])[:, None])
+        assert torch.allclose(model(x), logits, atol=1e-4)
+
+
+def test_drw_starts_at_eighty_percent_of_the_step_budgets_epochs(tmp_path):
+    from harness import DataSplits, Split, TrialContext
+    from plugins.baselines import LDAMDRWConfig
+    from plugins.baselines.train import fit_ldam_drw
+    from plugins.samplers.sampling import uniform
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], [12, 8, 4])
+    split = Split(rng.integers(0, 256, (24, 8, 8, 1), dtype=np.uint8), labels)
+    data = DataSplits(train=split, val=split, test=split, classes=("a", "b", "c"))
+    ctx = TrialContext(seed=0, device="cpu", threads=1, trial_dir=tmp_path, reporter=lambda **_: None,
+                       sampler_factory=uniform, scorer=lambda y, p: {"macro_f1": float((p.argmax(1) == y).mean())})
+    # 24 images in batches of 8: 3 steps per epoch, so 12 steps are 4 epochs and DRW starts at round(3.2) = 3.
+    config = LDAMDRWConfig(steps=12, batch_size=8, epochs=1)
+    predictor = fit_ldam_drw(data, config, ctx)
+    assert ctx.notes["drw_start_epoch"] == 4  # 1-based, as the learning curve counts epochs
+    assert np.allclose(ctx.notes["ldam_margins"], ldam_margins([12, 8, 4], 0.5), atol=1e-6)
+    assert isinstance(predictor.module.model.head, CosineHead)
 
 
 def test_drw_starts_at_eighty_percent_unless_set():
     assert drw_start(200, -1) == 160 and drw_start(10, -1) == 8 and drw_start(10, 3) == 3
+
+
+def test_sigmoid_focal_loss_by_hand():
+    # Two images, three classes: every class is a binary problem, p_t = sigmoid(z) for the true class and
+    # 1 - sigmoid(z) for the others; loss = sum over images and classes of w_y (1 - p_t)^2 (-log p_t) / N.
+    logits = [[2.0, -1.0, 0.5], [0.0, 1.5, -2.0]]
+    targets = [0, 2]
+    counts, beta, gamma = [10, 5, 2], 0.9, 2.0
+    raw = [(1 - beta) / (1 - beta**n) for n in counts]
+    w = [r / sum(raw) * 3 for r in raw]
+    total = 0.0
+    for z_row, y in zip(logits, targets):
+        for c, z in enumerate(z_row):
+            sig = 1 / (1 + math.exp(-z))
+            p_t = sig if c == y else 1 - sig
+            total += w[y] * (1 - p_t) ** gamma * -math.log(p_t)
+    expected = total / 2
+    weights = torch.tensor(effective_number_weights(counts, beta), dtype=torch.float32)
+    got = sigmoid_focal_loss(torch.tensor(logits), torch.tensor(targets), gamma, weights)
+    assert math.isclose(float(got), expected, rel_tol=1e-5)
+    # gamma = 0 and no weights: binary cross-entropy summed over classes, averaged over images.
+    onehot = F.one_hot(torch.tensor(targets), 3).float()
+    bce = F.binary_cross_entropy_with_logits(torch.tensor(logits), onehot, reduction="sum") / 2
+    assert torch.allclose(sigmoid_focal_loss(torch.tensor(logits), torch.tensor(targets), 0.0), bce, atol=1e-6)
+
+
+def test_cb_focal_defaults_to_the_sigmoid_form_and_focal_to_softmax():
+    from plugins.baselines import CBFocalConfig, FocalConfig
+
+    assert CBFocalConfig().form == "sigmoid" and FocalConfig().form == "softmax"
+    with pytest.raises(ValueError, match="form"):
+        CBFocalConfig(form="tanh")
+    model = build_backbone("resnet18", num_classes=5, in_chans=1, image_size=16).model
+    set_prior_bias(model, 0.1)
+    assert torch.allclose(model.fc.bias, torch.full((5,), -math.log(9.0)))  # sigmoid(b) = 0.1 at the start
+    # The sigmoid form's probabilities: sigmoids normalised to sum to 1, same argmax, finite for any logits.
+    logits = torch.tensor([[3.0, -1.0, 0.0], [-200.0, -300.0, -250.0]])
+    probs = NormalisedSigmoid(torch.nn.Identity())(logits)
+    assert torch.isfinite(probs).all() and torch.allclose(probs.sum(1), torch.ones(2))
+    assert probs.argmax(1).tolist() == [0, 0]
+    s = torch.sigmoid(logits[0])
+    assert torch.allclose(probs[0], s / s.sum())
+
+
+def test_loop_feeds_channels_last_batches_and_reports_epoch_means(tmp_path):
+    from harness import DataSplits, Split, TrialContext
+    from harness.toolkit.training import train_loop
+    from harness.toolkit.training_config import TrainConfig
+    from plugins.samplers.sampling import uniform
+
+    rng = np.random.default_rng(0)
+    split = Split(rng.integers(0, 256, (10, 8, 8, 3), dtype=np.uint8), np.arange(10) % 2)
+    data = DataSplits(train=split, val=split, test=split, classes=("a", "b"))
+    ctx = TrialContext(seed=0, device="cpu", threads=1, trial_dir=tmp_path, reporter=lambda **_: None,
+                       sampler_factory=uniform)
+    model = torch.nn.Linear(1, 1)
+    formats = []
+
+    def loss(x, y, epoch):
+        formats.append(x.is_contiguous(memory_format=torch.channels_last))
+        return model.weight.square().sum() + 1.0, {"part": torch.tensor(2.0), "count": 3}
+
+    extra = lambda epoch: (torch.zeros(3, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0]))  # noqa: E731
+    # Rotation and a random-resized crop resample the batch, extra images come NCHW: the model still gets
+    # channels-last batches (what the convolutions are fastest on, benchmarks/README.md).
+    cfg = TrainConfig(epochs=2, batch_size=4, rotation=10.0, crop_scale=0.8)
+    _, history = train_loop(ctx, cfg, model=model, data=data, mean=(0.5,), std=(0.5,), loss=loss, extra_batches=extra)
+    assert formats and all(formats)
+    for record in history.records:  # the epoch means of what the steps returned, as floats
+        assert type(record["part"]) is float and record["part"] == pytest.approx(2.0)
+        assert record["count"] == pytest.approx(3.0) and type(record["loss"]) is float
 
 
 # ---------------------------------------------------------------------------------------------- samplers
@@ -150,7 +276,7 @@ def test_progressive_sampler_moves_from_instance_to_class_balanced():
 
 
 def test_registering_modules_do_not_import_torch():
-    code = ("import sys, plugins.baselines.zoo, plugins.baselines.losses, plugins.samplers; "
+    code = ("import sys, plugins.baselines, plugins.gan_aug, plugins.samplers; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 
@@ -186,6 +312,60 @@ def test_paper_profiles_carry_the_papers_settings(registry):
     for method in ("vit", "swin", "pvt"):
         config = resolve_method_config(registry.get("methods", method), "paper", {})
         assert config["optimizer"] == "adam", method
+
+
+def test_cpu_budgets_are_optimizer_steps_shared_by_the_iois_table_rows(registry):
+    from harness.run.config import resolve_method_config
+    from harness.toolkit.training import epochs_for
+    from plugins.baselines import BaselineConfig
+
+    rows = ("resnet", "focal", "cb-focal", "ldam-drw", "gan-aug")
+    shared = ("steps", "min_epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "warmup_epochs",
+              "hflip", "vflip", "rotation", "rotation_padding", "crop_scale", "backbone")
+    budgets = {m: {k: resolve_method_config(registry.get("methods", m), "cpu", {})[k] for k in shared} for m in rows}
+    assert all(b == budgets["resnet"] for b in budgets.values()), budgets
+    for method in (*rows, "resnet50", "vit", "swin", "pvt"):
+        config = resolve_method_config(registry.get("methods", method), "cpu", {}, dataset="retinamnist")
+        assert config["steps"] > 0, method
+        # the built-in synthetic data (the default run) has its own, smaller budget
+        small = resolve_method_config(registry.get("methods", method), "cpu", {}, dataset="synthetic")
+        assert 0 < small["steps"] < config["steps"], method
+    # A step budget gives a small training set more epochs and the same number of steps.
+    cfg = BaselineConfig(**{k: v for k, v in budgets["resnet"].items() if k != "backbone"})
+    retina, small = epochs_for(cfg, 1080), epochs_for(cfg, 300)
+    assert retina.steps_per_epoch == 9 and retina.epochs == math.ceil(cfg.steps / 9)
+    assert small.epochs == math.ceil(cfg.steps / 3) and abs(small.steps - retina.steps) <= 9
+    assert epochs_for(cfg, 100_000).epochs == cfg.min_epochs
+
+
+def test_an_epochs_override_replaces_a_step_budget(registry):
+    from harness.run.config import resolve_method_config
+
+    spec = registry.get("methods", "resnet")
+    assert resolve_method_config(spec, "cpu", {})["steps"] > 0
+    config = resolve_method_config(spec, "cpu", {"epochs": 20})
+    assert config["epochs"] == 20 and config["steps"] == 0  # --set resnet.epochs=20 trains 20 epochs
+    config = resolve_method_config(spec, "cpu", {"epochs": 20, "steps": 50}, dataset="synthetic")
+    assert config["steps"] == 50  # both given: the step budget, as asked
+
+
+def test_iois_protocol_config_gives_every_row_the_same_classifier(registry):
+    from harness.run.config import resolve_method_config
+    from harness.run.experiment_config import load_experiment
+
+    parsed = load_experiment(REPO / "benchmarks" / "configs" / "iois-protocol.toml")
+    methods = parsed.options["methods"].split(",")
+    tables = {m: parsed.overrides[m] for m in methods}  # every row has its table ...
+    assert all(t == tables["resnet"] for t in tables.values()), tables  # ... and they are the same
+    assert tables["resnet"]["crop_scale"] > 0 and tables["resnet"]["rotation"] > 0  # IOIS's crop and rotation
+    shared = ("backbone", "steps", "min_epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule",
+              "hflip", "vflip", "rotation", "rotation_padding", "crop_scale", "pretrained")
+    resolved = {}
+    for m in methods:
+        if m in registry.methods:  # the IOIS rows come with the iois plugin
+            config = resolve_method_config(registry.get("methods", m), "cpu", parsed.overrides[m], "retinamnist")
+            resolved[m] = {k: config[k] for k in shared}
+    assert len(resolved) >= 5 and all(r == resolved["resnet"] for r in resolved.values()), resolved
 
 
 # ------------------------------------------------------------------------------------ methods end to end

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -111,6 +112,120 @@ def test_respacing_keeps_alphas_cumprod():
     assert torch.allclose(torch.cumprod(1 - betas, 0), abar[steps.sort().values])
     with pytest.raises(ValueError):
         D.respace(10, 11)
+
+
+def test_leading_timesteps_are_the_truncated_chain():
+    assert D.leading_timesteps(1000, 60).tolist() == list(range(59, -1, -1))  # DiffMIC's APTOS chain
+    assert D.leading_timesteps(5, 5).tolist() == [4, 3, 2, 1, 0]
+    with pytest.raises(ValueError):
+        D.leading_timesteps(10, 0)
+
+
+# ---------------------------------------------------------------- a prior in the mean (CARD label diffusion)
+
+
+def _random_schedule(seed: int, timesteps: int = 40) -> DiscreteSchedule:
+    rng = np.random.default_rng(seed)
+    return DiscreteSchedule(torch.from_numpy(np.sort(rng.uniform(1e-4, 0.2, timesteps))))
+
+
+def _alpha_sigma(abar: float) -> tuple[float, float]:
+    return math.sqrt(abar), math.sqrt(1 - abar)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_prior_forward_process_matches_the_composed_transitions(seed):
+    """q(y_t | y0, y_hat) in closed form equals t one-step transitions
+    y_t = sqrt(alpha_t) y_{t-1} + (1 - sqrt(alpha_t)) y_hat + sqrt(beta_t) eps (CARD Eq. 1), composed exactly."""
+    schedule = _random_schedule(seed)
+    alphas, abar = 1 - schedule.betas, schedule.alphas_cumprod
+    g = torch.Generator().manual_seed(seed)
+    y0 = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    prior = torch.softmax(torch.randn(4, 5, generator=g, dtype=torch.float64), 1)
+    mean, var = y0.clone(), torch.zeros((), dtype=torch.float64)
+    for t in range(schedule.num_steps):
+        a = alphas[t]
+        mean, var = a.sqrt() * mean + (1 - a.sqrt()) * prior, a * var + schedule.betas[t]
+        alpha, sigma = _alpha_sigma(float(abar[t]))
+        closed_mean = D.prior_q_sample(y0, prior, alpha, sigma, torch.zeros_like(y0))
+        torch.testing.assert_close(closed_mean, mean, rtol=1e-10, atol=1e-10)
+        noise = torch.randn(4, 5, generator=g, dtype=torch.float64)
+        std = (D.prior_q_sample(y0, prior, alpha, sigma, noise) - closed_mean) / noise
+        torch.testing.assert_close(std, torch.full_like(std, float(var.sqrt())), rtol=1e-9, atol=1e-12)
+        # the forward process solved for y0 inverts it
+        torch.testing.assert_close(D.prior_eps_to_y0(closed_mean + sigma * noise, noise, prior, alpha, sigma), y0)
+    # the prior is the end point: y_T ~ N(y_hat, I) when alpha-bar_T -> 0
+    alpha, sigma = _alpha_sigma(float(DiscreteSchedule.make("linear", 1000).alphas_cumprod[-1]))
+    assert alpha < 0.01
+    end = D.prior_q_sample(y0, prior, alpha, sigma, torch.zeros_like(y0))
+    torch.testing.assert_close(end, prior, atol=0.01 * float((y0 - prior).abs().max()), rtol=0)
+
+
+def _gaussian_posterior(y0, y_t, prior, ab_t, ab_s):
+    """q(y_s | y_t, y0, y_hat) by Bayes' rule for Gaussians: N(m1, v1) on y_s and the transition
+    y_t | y_s ~ N(sqrt(a) y_s + (1 - sqrt(a)) y_hat, 1 - a), a = ab_t / ab_s."""
+    a = ab_t / ab_s
+    m1, v1 = math.sqrt(ab_s) * y0 + (1 - math.sqrt(ab_s)) * prior, 1 - ab_s
+    precision = 1 / v1 + a / (1 - a)
+    mean = (m1 / v1 + math.sqrt(a) * (y_t - (1 - math.sqrt(a)) * prior) / (1 - a)) / precision
+    return mean, 1 / precision
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_prior_ancestral_step_is_cards_posterior(seed):
+    """The DDPM step on y - y_hat is CARD's Eq. 9: the brief's gamma0..2 and beta-tilde for adjacent steps, and
+    the Gaussian posterior by Bayes' rule for adjacent and respaced steps."""
+    schedule = _random_schedule(seed)
+    abar, betas = schedule.alphas_cumprod.tolist(), schedule.betas.tolist()
+    rng = np.random.default_rng(100 + seed)
+    y0, y_t, prior = (torch.from_numpy(v) for v in rng.normal(size=(3, 6)))
+    pairs = [(int(t), int(t) - 1) for t in rng.integers(1, schedule.num_steps, 5)]
+    pairs += [tuple(int(v) for v in sorted(rng.choice(schedule.num_steps, 2, replace=False))[::-1]) for _ in range(5)]
+    for t, s in pairs:
+        (a_t, s_t), (a_s, s_s) = _alpha_sigma(abar[t]), _alpha_sigma(abar[s])
+        mean = D.prior_ancestral_step(y_t, y0, prior, a_t, s_t, a_s, s_s)
+        noise = torch.ones(6, dtype=torch.float64)
+        std = D.prior_ancestral_step(y_t, y0, prior, a_t, s_t, a_s, s_s, noise) - mean
+        bayes_mean, bayes_var = _gaussian_posterior(y0, y_t, prior, abar[t], abar[s])
+        torch.testing.assert_close(mean, bayes_mean, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(std, torch.full_like(std, math.sqrt(bayes_var)), rtol=1e-9, atol=1e-12)
+        if s == t - 1:  # the brief's closed forms (CARD Eq. 9)
+            beta, alpha = betas[t], 1 - betas[t]
+            g0 = beta * math.sqrt(abar[s]) / (1 - abar[t])
+            g1 = (1 - abar[s]) * math.sqrt(alpha) / (1 - abar[t])
+            g2 = 1 + (math.sqrt(abar[t]) - 1) * (math.sqrt(alpha) + math.sqrt(abar[s])) / (1 - abar[t])
+            torch.testing.assert_close(mean, g0 * y0 + g1 * y_t + g2 * prior, rtol=1e-9, atol=1e-12)
+            torch.testing.assert_close(std, torch.full_like(std, math.sqrt((1 - abar[s]) * beta / (1 - abar[t]))))
+
+
+def test_prior_ddim_step_keeps_the_noise_and_eta1_is_ancestral():
+    g = torch.Generator().manual_seed(4)
+    y0, eps, noise = (torch.randn(3, 5, generator=g, dtype=torch.float64) for _ in range(3))
+    prior = torch.softmax(torch.randn(3, 5, generator=g, dtype=torch.float64), 1)
+    (a_t, s_t), (a_s, s_s) = _alpha_sigma(0.3), _alpha_sigma(0.8)
+    y_t = D.prior_q_sample(y0, prior, a_t, s_t, eps)
+    torch.testing.assert_close(D.prior_ddim_step(y_t, eps, prior, a_t, s_t, a_s, s_s),
+                               D.prior_q_sample(y0, prior, a_s, s_s, eps))  # eta = 0: the same eps, one level down
+    torch.testing.assert_close(D.prior_ddim_step(y_t, eps, prior, a_t, s_t, a_s, s_s, eta=1.0, noise=noise),
+                               D.prior_ancestral_step(y_t, y0, prior, a_t, s_t, a_s, s_s, noise))
+
+
+def test_per_sample_noise_does_not_depend_on_the_batch():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 3, 8, 8, generator=g)
+    seeds = D.content_seeds(x, seed=0)
+    assert len(set(seeds)) == 6 and all(0 <= s < 2**63 for s in seeds)
+    order = [4, 0, 5, 2]
+    assert D.content_seeds(x[order], seed=0) == [seeds[i] for i in order]  # any batch, any position
+    assert D.content_seeds(x, seed=1) != seeds  # the trial seed enters
+    x2 = x.clone()
+    x2[3, 0, 0, 0] += 1e-3
+    assert D.content_seeds(x2, seed=0)[3] != seeds[3] and D.content_seeds(x2, seed=0)[:3] == seeds[:3]
+    noise = D.per_sample_noise(seeds, (4, 7))
+    assert noise.shape == (6, 4, 7)
+    assert torch.equal(D.per_sample_noise([seeds[i] for i in order], (4, 7)), noise[order])
+    assert torch.equal(D.per_sample_noise(seeds, (1, 7)), noise[:, :1])  # a prefix does not depend on the rest
+    assert abs(float(noise.mean())) < 0.2 and abs(float(noise.std()) - 1) < 0.15
 
 
 def test_guidance_formulas():

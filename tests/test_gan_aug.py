@@ -1,8 +1,9 @@
-"""``gan-aug``: the GAN sees the training split only, the generator's outputs, the sample grid, the top-up
-counts, and a smoke trial on ``synthetic``."""
+"""``gan-aug``: the GAN sees the training split only, the generator's outputs, sampling with the batch
+statistics of training, the sample grid, the top-up counts, and a smoke trial on ``synthetic``."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -12,20 +13,21 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import harness.toolkit.training  # noqa: E402
+import plugins.gan_aug.model as gm  # noqa: E402
 import plugins.gan_aug.train as impl  # noqa: E402
 from harness import DatasetRequest, DataSplits, HarnessError, Split, TrialContext  # noqa: E402
 from harness.run.config import config_from_dict, resolve_method_config  # noqa: E402
 from harness.run.runner import cached_plugins, scorer  # noqa: E402
 from plugins.datasets import synthetic  # noqa: E402
-from plugins.gan_aug import PROFILES, GanAugConfig, diffaugment_ops, register_methods, topup_counts  # noqa: E402
+from plugins.gan_aug import DIFFAUGMENT_OPS, PROFILES, GanAugConfig, register_methods  # noqa: E402
+from plugins.gan_aug.train import topup_counts  # noqa: E402
 from plugins.samplers.sampling import uniform  # noqa: E402
 
 TINY = dict(latent_dim=16, g_width=8, d_width=8, gan_batch_size=16, epochs=1, batch_size=32, grid_per_class=3)
 
 
-def make_ctx(tmp_path, seed: int = 0) -> TrialContext:
-    return TrialContext(seed=seed, device="cpu", threads=1, trial_dir=tmp_path, reporter=lambda **_: None,
+def make_ctx(tmp_path, seed: int = 0, reporter=None) -> TrialContext:
+    return TrialContext(seed=seed, device="cpu", threads=1, trial_dir=tmp_path, reporter=reporter or (lambda **_: None),
                         sampler_factory=uniform, profile="smoke", scorer=scorer(cached_plugins((), ())[1]))
 
 
@@ -79,7 +81,7 @@ def test_gan_trains_on_the_training_split_only(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("channels", "size", "gen_size"), [(1, 16, 16), (3, 28, 32), (3, 20, 32), (1, 33, 64)])
 def test_generator_shape_channels_and_range(channels, size, gen_size):
-    G = impl.Generator(num_classes=4, channels=channels, size=size, latent_dim=8, width=4)
+    G = gm.Generator(num_classes=4, channels=channels, size=size, latent_dim=8, width=4)
     assert G.gen_size == gen_size
     x = G(torch.randn(5, 8), torch.tensor([0, 1, 2, 3, 3]))
     assert x.shape == (5, channels, size, size)
@@ -93,34 +95,75 @@ def test_generator_shape_channels_and_range(channels, size, gen_size):
 
 def test_generator_rejects_images_below_16_px():
     with pytest.raises(HarnessError, match="at least 16 px"):
-        impl.Generator(num_classes=2, channels=1, size=12, latent_dim=8, width=4)
+        gm.Generator(num_classes=2, channels=1, size=12, latent_dim=8, width=4)
+
+
+DARK_BRIGHT = np.repeat([0, 1], [16, 8])
 
 
 @pytest.fixture(scope="module")
-def dark_bright_gan():
+def dark_bright_gan(tmp_path_factory):
     """A tiny GAN trained on class 0 = dark images, class 1 = bright images (16 px, one channel)."""
     rng = np.random.default_rng(0)
-    labels = np.repeat([0, 1], [16, 8])
+    labels = DARK_BRIGHT
     images = np.where(labels[:, None, None, None] == 0, rng.integers(0, 40, (24, 16, 16, 1)),
                       rng.integers(215, 256, (24, 16, 16, 1))).astype(np.uint8)
     config = dataclasses.replace(GanAugConfig(), latent_dim=16, g_width=8, d_width=8, gan_steps=150,
                                  gan_batch_size=16, g_lr=2e-3, d_lr=2e-3, diffaugment="translation,cutout")
-    G, history = impl.train_gan(images, labels, 2, config, seed=0)
-    return G, history
+    reports = []
+    ctx = make_ctx(tmp_path_factory.mktemp("gan"), reporter=lambda **r: reports.append(r))
+    G, history = impl.train_gan(images, labels, 2, config, ctx)
+    return G, history, reports
 
 
 def test_generator_follows_the_requested_class(dark_bright_gan):
-    G, history = dark_bright_gan
+    G, history, reports = dark_bright_gan
     samples = G.sample(torch.tensor([0] * 20 + [1] * 20), torch.Generator().manual_seed(1)).float()
     dark, bright = samples[:20].mean().item(), samples[20:].mean().item()
     assert bright - dark > 60, (dark, bright)
-    assert history[-1]["step"] == 150 and all(math.isfinite(h["loss_d"]) for h in history)
+    # The adversarial steps ran in the shared loop: 24 images in batches of 16 are 2 steps per epoch, so
+    # 150 steps are 75 epochs, each reported as the trial's "gan" stage.
+    assert len(history) == 75 and reports == history
+    assert all(r["stage"] == "gan" and math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in history)
+
+
+def test_sampling_uses_the_batch_statistics_of_training(dark_bright_gan):
+    G, _, _ = dark_bright_gan
+    G = G.eval()
+    gen = torch.Generator().manual_seed(5)
+    z = torch.randn(1024, 16, generator=gen)
+    y = torch.from_numpy(DARK_BRIGHT)[torch.randint(0, len(DARK_BRIGHT), (1024,), generator=gen)]
+    # The batch statistics of training: train mode on a large batch whose classes are drawn as in training.
+    as_trained = copy.deepcopy(G).train()
+    inputs = {}
+    for name, m in as_trained.named_modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.register_forward_pre_hook(lambda mod, i, name=name: inputs.setdefault(name, i[0]))
+    with torch.no_grad():
+        trained = as_trained(z, y)
+        sampled = G(z, y)  # eval mode: what sampling uses
+    assert (sampled - trained).abs().mean() < 0.03
+    norms = {name: m for name, m in G.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert norms and set(norms) == set(inputs)
+    for name, norm in norms.items():
+        x = inputs[name]
+        assert torch.allclose(norm.running_mean, x.mean(dim=(0, 2, 3)), atol=0.1 * x.std().item()), name
+        assert torch.allclose(norm.running_var, x.var(dim=(0, 2, 3), unbiased=False), rtol=0.2), name
+    # An image does not depend on the classes of the others in its batch: a batch of the minority class
+    # alone gives the same images as the same z inside a mixed batch; in train mode it would not.
+    ones, zeros = torch.ones(8, dtype=torch.int64), torch.zeros(8, dtype=torch.int64)
+    with torch.no_grad():
+        alone = G(z[:8], ones)
+        in_mixed = G(torch.cat([z[:8], z[8:16]]), torch.cat([ones, zeros]))[:8]
+        alone_train = copy.deepcopy(G).train()(z[:8], ones)
+    assert torch.allclose(alone, in_mixed, atol=1e-5)
+    assert (alone_train - alone).abs().mean() > 0.03
 
 
 def test_sample_grid_has_one_row_per_class(dark_bright_gan, tmp_path):
     from PIL import Image
 
-    G, _ = dark_bright_gan
+    G, _, _ = dark_bright_gan
     path = impl.save_sample_grid(G, tmp_path / "grid.png", classes=("dark", "bright"), per_class=4, seed=0)
     grid = np.asarray(Image.open(path))
     tile, pad = 64, 2  # 16 px tiles upscaled 4x
@@ -138,16 +181,20 @@ def test_sample_grid_has_one_row_per_class(dark_bright_gan, tmp_path):
 def test_diffaugment_is_differentiable_and_policy_checked():
     x = torch.rand(6, 3, 16, 16, requires_grad=True)
     gen = torch.Generator().manual_seed(0)
-    y = impl.diff_augment(x * 2 - 1, diffaugment_ops("color,translation,cutout"), gen)
+    ops = GanAugConfig(diffaugment="color,translation,cutout").diffaugment_ops()
+    y = gm.diff_augment(x * 2 - 1, ops, gen)
     assert y.shape == x.shape
     y.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
-    out = impl.diff_augment(torch.ones(4, 1, 16, 16), ("cutout",), gen)
+    out = gm.diff_augment(torch.ones(4, 1, 16, 16), ("cutout",), gen)
     zeros = (out == 0).sum(dim=(1, 2, 3))
     assert ((zeros > 0) & (zeros <= 8 * 8)).all()  # a half-side square, clipped at the border
-    assert diffaugment_ops("") == ()
-    with pytest.raises(HarnessError, match="unknown operations"):
-        diffaugment_ops("color,flip")
+    assert GanAugConfig(diffaugment="").diffaugment_ops() == ()
+    assert set(DIFFAUGMENT_OPS) == set(gm.DIFFAUGMENT)  # the config's names are the model's operations
+    with pytest.raises(ValueError, match="unknown operations"):
+        GanAugConfig(diffaugment="color,flip")
+    with pytest.raises(ValueError, match="gan_batch_size"):
+        GanAugConfig(gan_batch_size=1)
 
 
 # ----------------------------------------------------------------------------------------- top-up
@@ -165,7 +212,7 @@ def test_topup_counts_formula():
 
 def test_fixed_pool_is_reused_and_no_topup_skips_the_gan(tmp_path, monkeypatch):
     data = sentinel_splits(channels=1)
-    loops = record_calls(monkeypatch, harness.toolkit.training, "train_classifier")
+    loops = record_calls(monkeypatch, impl, "train_classifier")
     gan_calls = record_calls(monkeypatch, impl, "train_gan")
     config = dataclasses.replace(GanAugConfig(), gan_steps=2, balance=0.5, fresh_samples=False, **TINY)
     impl.fit(data, config, make_ctx(tmp_path / "fixed"))
@@ -192,8 +239,9 @@ def test_smoke_trial_on_synthetic(tmp_path, monkeypatch):
     assert spec.name == "gan-aug"
     config = config_from_dict(GanAugConfig, resolve_method_config(spec, "smoke", {}))
     assert config.gan_steps == PROFILES["smoke"]["gan_steps"]
-    loops = record_calls(monkeypatch, harness.toolkit.training, "train_classifier")
-    ctx = make_ctx(tmp_path)
+    loops = record_calls(monkeypatch, impl, "train_classifier")
+    reports = []
+    ctx = make_ctx(tmp_path, reporter=lambda **r: reports.append(r))
     predictor = impl.fit(data, config, ctx)
 
     probs = predictor.predict(data.test.images)["probs"]
@@ -215,4 +263,10 @@ def test_smoke_trial_on_synthetic(tmp_path, monkeypatch):
     assert grid.size == (config.grid_per_class * tile + 2, 7 * tile + 2) and grid.mode == "RGB"
     report = json.loads((ctx.artefacts_dir / "gan_history.json").read_text())
     assert report["topup_counts"] == np.bincount(y0.numpy(), minlength=7).tolist()
-    assert report["gan_history"][-1]["step"] == config.gan_steps
+    assert report["gan_steps_done"] >= config.gan_steps and ctx.notes["gan_steps_done"] == report["gan_steps_done"]
+    # One learning curve: the GAN's epochs, then the classifier's, numbered on.
+    stages = [r.get("stage") for r in reports]
+    gan_epochs = len(report["gan_history"])
+    assert stages == ["gan"] * gan_epochs + ["classifier"] * (len(reports) - gan_epochs)
+    assert [r["epoch"] for r in reports] == list(range(1, len(reports) + 1))
+    assert "val_macro_f1" in reports[-1] and "loss_d" in reports[0]

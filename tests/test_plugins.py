@@ -45,9 +45,9 @@ def test_every_hook_is_documented():
 
 def test_builtins_come_through_entry_points(registry):
     sources = {p.name: p.source for p in registry.plugins}
-    for name in ("synthetic", "medmnist", "resnet", "samplers", "metrics"):
+    for name in ("synthetic", "medmnist", "baselines", "samplers", "metrics"):
         assert sources.get(name) == "entry point", sources
-    assert registry.provider[("methods", "resnet")] == "resnet"
+    assert registry.provider[("methods", "resnet")] == "baselines"
     assert registry.provider[("datasets", "synthetic")] == "synthetic"
 
 
@@ -57,16 +57,22 @@ def test_registered_plugin_appears_in_registry():
     assert "resnet" in registry.methods  # the built-ins still load
 
 
-def test_duplicate_names_fail_naming_both_plugins():
-    manager = load_plugins(objects=[("first", _method_plugin("twin")), ("second", _method_plugin("twin"))])
+def test_duplicate_names_are_listed_and_using_one_fails_naming_both_plugins():
+    registry = load_plugins(objects=[("first", _method_plugin("twin")), ("second", _method_plugin("twin"))]
+                            ).build_registry()  # both stay visible, so the user can block one
+    assert sorted((name, plugin, conflict) for name, _, plugin, conflict in registry.entries("methods")
+                  if name == "twin") == [("twin", "first", True), ("twin", "second", True)]
     with pytest.raises(HarnessError) as err:
-        manager.build_registry()
+        registry.get("methods", "twin")
     assert "'first'" in str(err.value) and "'second'" in str(err.value) and "twin" in str(err.value)
+    assert "--block-plugin" in str(err.value)
 
 
-def test_duplicate_of_a_builtin_fails():
+def test_duplicate_of_a_builtin_fails_when_used():
+    registry = load_plugins(objects=[("impostor", _method_plugin("resnet"))]).build_registry()
     with pytest.raises(HarnessError, match="'resnet'.*'impostor'"):
-        load_plugins(objects=[("impostor", _method_plugin("resnet"))]).build_registry()
+        registry.get("methods", "resnet")
+    assert registry.get("methods", "focal")  # the other names are unaffected
 
 
 def test_broken_plugin_is_reported_and_the_rest_load(tmp_path, monkeypatch):
@@ -92,7 +98,7 @@ def test_plugin_whose_hook_raises_is_reported(tmp_path, monkeypatch):
 
 
 def test_blocking_a_plugin_by_name(monkeypatch):
-    registry = load_plugins(blocked=["resnet"]).build_registry()
+    registry = load_plugins(blocked=["baselines"]).build_registry()
     assert "resnet" not in registry.methods and "synthetic" in registry.datasets
     monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "synthetic")
     registry = load_plugins().build_registry()
@@ -120,8 +126,8 @@ def test_plugins_command_lists_versions_and_hooks(cli):
     result = cli("plugins", "--json")
     data = json.loads(result.output)
     by_name = {p["name"]: p for p in data["plugins"]}
-    assert by_name["resnet"]["hooks"] == ["register_methods"]
-    assert by_name["resnet"]["version"]
+    assert by_name["baselines"]["hooks"] == ["register_methods"]
+    assert by_name["baselines"]["version"]
 
 
 def test_core_never_imports_plugins():

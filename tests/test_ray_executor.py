@@ -110,6 +110,25 @@ def test_failing_trial_is_recorded_and_the_others_finish(tmp_path, cli, ray_sess
     assert "2 trial(s) done already, 1 to submit" in again.output
 
 
+def test_a_worker_that_dies_gets_a_failed_result_saying_what_is_known(tmp_path, cli, ray_session):
+    """``dies`` ends its worker process inside fit (as the OOM killer would): no run_trial code records anything,
+    so the driver writes the failed result, with Ray's error and where Ray's logs for the trial are."""
+    runs = tmp_path / "runs"
+    args = ("--plugin", "tests.failing_plugin", "--plugin", "tests.trust_plugin", "run", "--methods", "dies,constant",
+            "--executor", "ray", "--runs-dir", str(runs), "--ray-storage", str(tmp_path / "ray"), *SMOKE)
+    result = cli(*args)
+    assert result.exit_code == 1, result.output
+    by_method = {r["method"]: r for r in _records(runs).values()}
+    assert by_method["constant"]["status"] == "ok"
+    died = by_method["dies"]
+    assert died["status"] == "failed" and died["started"] and died["finished"]
+    assert died["error"].startswith("the Ray worker running this trial ended before it recorded a result: ")
+    assert str(tmp_path / "ray") in died["notes"]["ray_trial_dir"]
+    assert "FAILED  dies" in result.output and "ended before it recorded a result" in result.output
+    again = cli(*args)
+    assert "1 trial(s) done already, 1 to submit" in again.output  # a failed trial is retried, the ok one kept
+
+
 def test_tune_writes_a_config_that_run_accepts(tmp_path, cli, ray_session):
     out = tmp_path / "best.toml"
     result = cli("tune", "--method", "resnet", "--dataset", "synthetic", "--samples", "2", "--profile", "smoke",
@@ -158,9 +177,14 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, c
     assert proc.poll() is None, proc.communicate()[0][-3000:]
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=120)[0]
-    assert proc.returncode != 0, output[-3000:]
+    assert proc.returncode == 130, output[-3000:]
     done = {k: r for k, r in _records(runs).items() if r["status"] == "ok"}
     assert 1 <= len(done) < 6, output[-3000:]
+    # Ctrl-C says how far the run got and the command that resumes it; no traceback
+    assert f"interrupted: {len(done)} trial(s) finished in this run (0 failed), 0 were done before" in output, \
+        output[-3000:]
+    assert "Resume with:\n  harness --plugin tests.failing_plugin run --methods constant" in output
+    assert "Traceback" not in output
     mtimes = {k: (runs / r["experiment"] / k / "result.json").stat().st_mtime_ns for k, r in done.items()}
 
     again = cli(*args)

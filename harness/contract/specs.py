@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ PROFILES = ("smoke", "cpu", "paper")
 MIN_IMAGE_SIZE = 8  # the smallest image a dataset may be resized to (a ResNet stem needs a few pixels)
 MAX_IMAGE_SIZE = 1024  # the same bound the file-based datasets state
 PROB_TOLERANCE = 1e-4  # predicted class probabilities must sum to 1 within this, per row
+MAX_NAME_BYTES = 200  # names become folder names (a trial key adds a hash); file names stop at 255 bytes
 
 
 def resolve_callable(target: Callable | str, what: str) -> Callable:
@@ -53,6 +55,30 @@ def check_range(name: str, value: Any, *, low: float | None = None, high: float 
         bounds = [f"greater than {low}" if low_open else f"at least {low}"] if low is not None else []
         bounds += [f"at most {high}"] if high is not None else []
         raise ValueError(f"{name} must be {' and '.join(bounds)}; found {value!r}")
+
+
+def check_name(name: Any, what: str) -> str:
+    """``name`` if it can be one folder name below the runs folder; otherwise a :class:`HarnessError` saying
+    what ``what`` (e.g. ``"--experiment"``, ``"method name"``) may be. Refused: empty, ``.`` and ``..``, a
+    ``/`` or ``\\`` (or the platform's separators), control characters, a leading or trailing space, more than
+    200 bytes."""
+    problem = None
+    if not isinstance(name, str) or not name:
+        problem = "it is empty" if isinstance(name, str) else f"it is a {type(name).__name__}"
+    elif name in (".", ".."):
+        problem = f"{name!r} names a folder that already exists"
+    elif any(sep in name for sep in {"/", "\\", os.sep, os.altsep or "/"}):
+        problem = "it contains a path separator"
+    elif any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        problem = "it contains a control character"
+    elif name != name.strip():
+        problem = "it starts or ends with a space"
+    elif len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        problem = f"it is longer than {MAX_NAME_BYTES} bytes"
+    if problem:
+        raise HarnessError(f"{what} {name!r} cannot be a folder name in the runs folder: {problem}. Use letters, "
+                           f"digits and . _ - + (no '/', '\\' or '..').")
+    return name
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -234,6 +260,9 @@ class Predictor:
     Optional capabilities:
     - ``explain(images_uint8, labels, out_dir) -> list[Path]``: writes explanation images.
     - ``exportable``: ``module`` can be exported to ONNX (then the harness also times ONNX Runtime).
+    - ``latency_module``: what the harness times when it differs from ``module``, e.g. a diffusion method's one
+      chain per image (the paper's cost) where ``module`` also runs extra chains for an uncertainty column;
+      ``module`` is then timed too, as ``full_ms_per_image_*``.
     """
 
     module: Any  # torch.nn.Module
@@ -243,6 +272,7 @@ class Predictor:
     exportable: bool = True
     explain: Callable[..., list[Path]] | None = None
     device: str = "cpu"
+    latency_module: Any = None  # torch.nn.Module with the same input, timed instead of ``module``
 
     def to_tensor(self, images: np.ndarray):
         """uint8 (N, H, W, C) -> normalised float tensor (N, C, H, W) on the predictor's device."""
@@ -339,6 +369,7 @@ class TrialContext:
     # What the training loop selects checkpoints on (as val_<metric>); the runner passes
     # RunSettings.headline_metric (default in harness/run/settings.py).
     headline_metric: str = "macro_f1"
+    cache_dir: Path | None = None  # the harness cache (--cache-dir / HARNESS_CACHE_DIR): models shared by trials
 
     notes: dict[str, Any] = field(default_factory=dict)  # what the method adds to its result (see ``note``)
 

@@ -1,57 +1,68 @@
-"""Statistics behind a leaderboard worth trusting: confidence intervals over seeds, paired tests on the
-shared test images, per-class recall, confusion matrices and the quality-versus-latency Pareto front.
+"""Pure statistics behind a leaderboard worth trusting (no file is read here).
 
-Conventions (stated because they change numbers):
+Conventions (stated because they change numbers; ``docs/reports.md`` explains them for readers):
 
 - **Mean over seeds with a 95% CI**: Student's t interval, ``scipy.stats.t.interval(0.95, n - 1,
   loc=mean, scale=sem)`` with ``sem = std(ddof=1) / sqrt(n)``. One seed has no interval (NaN); seeds
   that agree exactly give a zero-width interval.
-- **Paired comparisons** are made between each (method, sampler) and the top one of its dataset (rank 1
-  by mean Macro-F1), on the seeds both finished, image by image. A seed is paired only when both trials
-  predicted the same test images (same ``index`` and ``label`` columns); other seeds are left out and
-  counted in ``unpaired_seeds``. A seed with several trials in one group (say, two experiments under the
-  same root) is paired once, by its newest trial.
-- **Paired bootstrap of the Macro-F1 difference**: the statistic is the mean over paired seeds of
-  ``MacroF1(method) - MacroF1(top)`` (so it equals the difference of the leaderboard means over those
-  seeds). Each replicate resamples test images with replacement and uses the *same* resampled images for
-  both methods; when every paired seed has the same test set (the usual case: the test split does not
-  depend on the trial seed) the same resample is used for every seed too, so the image is the unit that
-  is resampled; otherwise each seed is resampled on its own. Macro-F1 is computed as in
-  ``plugins/metrics/__init__.py`` (all K classes, F1 = 0 for a class with no true and no predicted images).
-  The 95% CI is the percentile interval of the replicates; the two-sided p-value is the share of
-  replicates of the centred distribution at least as far from zero as the observed difference,
-  ``(1 + #{|d*_b - d| >= |d|}) / (B + 1)`` (Efron and Tibshirani 1993, ch. 16), so it is never 0 and is
-  1 when the two methods agree on every image. The generator is seeded: a report is reproducible.
-- **McNemar's test for accuracy**: the paired seeds' predictions are pooled (concatenated), and the
-  discordant pairs counted: ``b`` = images the method gets right and the top gets wrong, ``c`` = the
-  reverse. With ``b + c <= EXACT_MCNEMAR_MAX`` the exact test is used (``scipy.stats.binomtest(b, b + c,
-  0.5)``, two-sided); above it, the chi-square statistic with continuity correction
-  ``(|b - c| - 1)^2 / (b + c)`` on one degree of freedom. No discordant pairs gives p = 1.
-  Pooling seeds that share test images treats repeated images as independent pairs; with one seed the
-  test is exact McNemar.
-- **Paired t-test over seeds of the Macro-F1 difference**: the bootstrap above and McNemar hold the trained
-  models fixed and ask whether the gap survives a different draw of *test images*; they say nothing about
-  a different draw of *training randomness* (initialisation, augmentation, batch order), which with small
-  training sets is often the larger source of variation. This test asks that question: the per-seed
-  differences ``MacroF1(method, s) - MacroF1(top, s)`` over the paired seeds go to
-  ``scipy.stats.ttest_rel`` (two-sided, n - 1 degrees of freedom). It needs at least two paired seeds
-  (otherwise no p-value); differences that are all equal give p = 1 when they are zero and no p-value
-  otherwise (zero variance). With 3 seeds it has little power: a p above 0.05 is "not shown", not "equal".
-- p-values are not corrected for multiple comparisons; a difference is marked significant when p < 0.05.
-- **Per-class recall and the confusion matrix** are pooled over seeds: the confusion matrices of the
-  seeds (rows = true class, columns = predicted, ``sklearn.metrics.confusion_matrix`` with all K labels)
-  are summed, and recall is the diagonal over the row sums (NaN for a class with no test images).
-- **Pareto front** of Macro-F1 (higher is better) against milliseconds per image at batch 1 (lower is
-  better): a point is on the front when no other point is at least as good on both and strictly better
-  on one. Points without a latency are not on the front.
+- **Metrics from a confusion matrix** (``confusion``, ``metric_from_confusion``), vectorised so that a
+  bootstrap can recompute them for thousands of resamples; each equals scikit-learn's definition (the
+  tests hold them to it): ``macro_f1`` over all K classes with F1 = 0 for a class with no true and no
+  predicted image (``zero_division=0``); ``balanced_accuracy`` the mean recall over the classes present;
+  ``mcc`` Gorodkin's multi-class R_K (0 when undefined); ``accuracy``.
+- **The primary test: a two-level paired bootstrap** (``two_level_bootstrap``) of the difference
+  ``d = mean over seeds s of [M(a, s) - M(b, s)]`` for a metric M, where a and b were trained with the
+  same seeds and tested on the same images. Two sources of variation make d uncertain: the *test images*
+  (another draw of test images moves both methods' scores) and the *training seeds* (another seed moves
+  a method's score by as much as the gaps between methods, on small training sets).
+
+  Level 2, the test images, is resampled: each of B replicates draws N images with replacement and
+  uses the same drawn images for both methods and, when every seed was tested on the same images (the
+  usual case: the test split does not depend on the seed), for every seed, since the images are shared;
+  ``e_b = d*_b - d`` is the replicate's deviation. Level 1, the seeds, is resampled as well with
+  ``seed_level="resample"`` (S seeds drawn with replacement in each replicate): that is the textbook
+  hierarchical bootstrap, but with 3 to 5 seeds it is not calibrated (3 seeds have 10 distinct
+  resamples, and a test built on them rejected 16% of true null hypotheses in our simulation, see
+  ``harness.results.calibration``). The default ``seed_level="t"`` uses the small-sample law of the
+  seed level instead: the mean of S per-seed differences with standard deviation ``s`` varies as
+  ``s / sqrt(S) * T`` with T Student's t on S - 1 degrees of freedom. The null distribution of the
+  deviation of d is then the convolution ``e + s / sqrt(S) * T`` (the image replicates plus the seed
+  term), a generalised p-value in the sense of Tsui and Weerahandi (1989):
+
+      p = (1 + B * P(|e + s/sqrt(S) T| >= |d|)) / (B + 1),
+      P(...) = mean_b [ t_sf((|d| - e_b) / sigma) + t_cdf((-|d| - e_b) / sigma) ],  sigma = s / sqrt(S),
+
+  (the ``1 + B ...`` over ``B + 1`` of Efron and Tibshirani (1993, ch. 16), so p is never 0 and is 1 when
+  the two methods agree on every image of every seed). With all the variation in the seeds it is the
+  paired t-test over seeds; with none it is the bootstrap over test images. The 95% interval is the 2.5%
+  and 97.5% quantiles of ``d + e + sigma T``. One paired seed (no seed variation measured) leaves the
+  image level alone: the test then answers "do these two trained models differ on this test set", not
+  "is this method better", and reports say so. The generator is seeded: a report is reproducible.
+- **Secondary tests**, shown beside the primary one and described as such: the paired t-test over seeds
+  of the per-seed differences (``scipy.stats.ttest_rel``; needs 2+ seeds; blind to the test images, all
+  seeds sharing them) and McNemar's test of accuracy *per seed* (``per_seed_mcnemar``: one exact test
+  per seed on its discordant pairs; pooling seeds that share test images would count each image
+  several times as if independent, which makes p too small).
+- **Multiple comparisons** (``adjust_p``): Holm's step-down (default; family-wise error) or
+  Benjamini-Hochberg (false discovery rate) across the comparisons of one table; stars come from the
+  adjusted p of the primary test.
+- **Rank bands** (``rank_bands``): the top row and every row not significantly different from it
+  (adjusted p >= alpha) form band 1; the best row left starts band 2 with every remaining row not
+  significantly different from it (its own family, adjusted the same way), and so on down.
+- **Across datasets** (``friedman``): ranks within each dataset (1 = best, ties averaged), mean ranks,
+  Friedman's test (``scipy.stats.friedmanchisquare``) and the Nemenyi post-hoc
+  (``scikit_posthocs.posthoc_nemenyi_friedman``) with Demsar's (2006) critical difference
+  ``q_alpha sqrt(k (k + 1) / (6 N))``.
+- **Pareto front** of quality (higher is better) against cost (lower is better): a point is on the front
+  when no other point is at least as good on both and strictly better on one; points without a cost
+  are not on the front.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -61,8 +72,9 @@ CONFIDENCE = 0.95
 N_BOOTSTRAP = 2000
 BOOTSTRAP_SEED = 20_240_808
 EXACT_MCNEMAR_MAX = 1000
-CI_METRICS = ("macro_f1", "balanced_accuracy", "mcc", "accuracy", "auroc", "ece", "ms_per_image_b1",
-              "ms_per_image_b64")
+PAIRED_METRICS = ("macro_f1", "balanced_accuracy", "mcc", "accuracy")  # computable from a confusion matrix
+CORRECTIONS = {"holm": "Holm's step-down", "bh": "Benjamini-Hochberg"}
+SEED_LEVELS = ("t", "resample")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -88,7 +100,23 @@ def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[fl
 
 
 # --------------------------------------------------------------------------------------------------
-# Paired tests
+# Metrics from confusion matrices (vectorised over leading axes)
+
+
+def confusion(labels: np.ndarray, pred: np.ndarray, num_classes: int, weights: np.ndarray | None = None
+              ) -> np.ndarray:
+    """Confusion matrix (rows true, columns predicted), ``(K, K)``; with ``weights`` of shape (B, N) (how
+    often each image is drawn in each of B resamples) a stack ``(B, K, K)``."""
+    k = num_classes
+    codes = np.asarray(labels, dtype=np.int64) * k + np.asarray(pred, dtype=np.int64)
+    if weights is None:
+        return np.bincount(codes, minlength=k * k).reshape(k, k).astype(np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    order = np.argsort(codes, kind="stable")  # images grouped by (true, predicted): one sum per group
+    present, starts = np.unique(codes[order], return_index=True)
+    out = np.zeros((weights.shape[0], k * k))
+    out[:, present] = np.add.reduceat(weights[:, order], starts, axis=1)
+    return out.reshape(-1, k, k)
 
 
 def macro_f1_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
@@ -100,19 +128,51 @@ def macro_f1_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarra
     return f1.mean(axis=-1)
 
 
-def _indicators(labels: np.ndarray, pred: np.ndarray, num_classes: int):
-    classes = np.arange(num_classes)
-    is_true = labels[:, None] == classes[None, :]
-    is_pred = pred[:, None] == classes[None, :]
-    tp = (is_true & is_pred).astype(np.float64)
-    fp = (~is_true & is_pred).astype(np.float64)
-    fn = (is_true & ~is_pred).astype(np.float64)
-    return tp, fp, fn
+def metric_from_confusion(name: str, cm: np.ndarray) -> np.ndarray:
+    """``macro_f1``, ``balanced_accuracy``, ``mcc`` or ``accuracy`` of confusion matrices (..., K, K)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    true, predicted = cm.sum(axis=-1), cm.sum(axis=-2)  # per class: images of it, predictions of it
+    total = true.sum(axis=-1)
+    if name == "macro_f1":
+        return macro_f1_counts(tp, predicted - tp, true - tp)
+    if name == "accuracy":
+        return np.divide(tp.sum(-1), total, out=np.zeros_like(total), where=total > 0)
+    if name == "balanced_accuracy":  # mean recall over the classes present in y_true
+        present = true > 0
+        recall = np.divide(tp, true, out=np.zeros_like(tp), where=present)
+        count = present.sum(-1)
+        return np.divide(recall.sum(-1), count, out=np.zeros_like(total), where=count > 0)
+    if name == "mcc":  # Gorodkin's R_K, as sklearn.metrics.matthews_corrcoef
+        correct = tp.sum(-1)
+        cov_tp = correct * total - (true * predicted).sum(-1)
+        cov_pp = total ** 2 - (predicted * predicted).sum(-1)
+        cov_tt = total ** 2 - (true * true).sum(-1)
+        denom = np.sqrt(cov_tt * cov_pp)
+        return np.divide(cov_tp, denom, out=np.zeros_like(total), where=denom > 0)
+    raise ValueError(f"no confusion-matrix form for metric {name!r}; expected one of {', '.join(PAIRED_METRICS)}")
 
 
-def _macro_f1(labels, pred, num_classes: int) -> float:
-    return float(macro_f1_counts(*(x.sum(0) for x in _indicators(np.asarray(labels), np.asarray(pred),
-                                                                   num_classes))))
+# --------------------------------------------------------------------------------------------------
+# The primary test: a two-level paired bootstrap
+
+
+@dataclass(frozen=True)
+class PairedSet:
+    """One seed's paired predictions, image by image (aligned by the caller): the true labels and the two
+    methods' predicted classes. ``ids`` names the images (to tell whether seeds share their test set)."""
+
+    labels: np.ndarray
+    pred_a: np.ndarray
+    pred_b: np.ndarray
+    ids: np.ndarray | None = None
+
+    def __post_init__(self):
+        if not (len(self.labels) == len(self.pred_a) == len(self.pred_b)):
+            raise ValueError(f"paired predictions need equal lengths; found labels {len(self.labels)}, "
+                             f"a {len(self.pred_a)}, b {len(self.pred_b)}")
+        if len(self.labels) == 0:
+            raise ValueError("paired predictions are empty")
 
 
 def _resample_counts(rng: np.random.Generator, n: int, replicates: int) -> np.ndarray:
@@ -123,67 +183,127 @@ def _resample_counts(rng: np.random.Generator, n: int, replicates: int) -> np.nd
         np.float64)
 
 
-@dataclass(frozen=True)
-class PairedSet:
-    """One seed's paired predictions: true labels and the two methods' predicted classes, image by image."""
-
-    labels: np.ndarray
-    pred_a: np.ndarray
-    pred_b: np.ndarray
-
-    def __post_init__(self):
-        if not (len(self.labels) == len(self.pred_a) == len(self.pred_b)):
-            raise ValueError(f"paired predictions need equal lengths; found labels {len(self.labels)}, "
-                             f"a {len(self.pred_a)}, b {len(self.pred_b)}")
-        if len(self.labels) == 0:
-            raise ValueError("paired predictions are empty")
+def shares_test_images(sets: Sequence[PairedSet]) -> bool:
+    """Whether every seed was tested on the same images (by id when given, else by the label sequence)."""
+    first = sets[0]
+    for s in sets[1:]:
+        if len(s.labels) != len(first.labels):
+            return False
+        if s.ids is not None and first.ids is not None:
+            if not np.array_equal(s.ids, first.ids):
+                return False
+        elif not np.array_equal(s.labels, first.labels):
+            return False
+    return True
 
 
-def paired_bootstrap_macro_f1(
-    sets: Sequence[PairedSet], num_classes: int, *, replicates: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED,
-    confidence: float = CONFIDENCE, chunk: int = 250,
-) -> dict[str, float]:
-    """Paired bootstrap of mean-over-seeds ``MacroF1(a) - MacroF1(b)`` (see the module docstring).
-
-    Returns ``diff`` (observed), ``low`` / ``high`` (percentile CI), ``p_value`` (two-sided) and
-    ``replicates``."""
-    if not sets:
-        raise ValueError("paired bootstrap needs at least one paired seed")
-    rng = np.random.default_rng(seed)
-    parts = []
-    for s in sets:
-        ta, fa, na = _indicators(np.asarray(s.labels), np.asarray(s.pred_a), num_classes)
-        tb, fb, nb = _indicators(np.asarray(s.labels), np.asarray(s.pred_b), num_classes)
-        parts.append((ta, fa, na, tb, fb, nb))
-    observed = float(np.mean([macro_f1_counts(p[0].sum(0), p[1].sum(0), p[2].sum(0))
-                              - macro_f1_counts(p[3].sum(0), p[4].sum(0), p[5].sum(0)) for p in parts]))
-    shared = all(len(s.labels) == len(sets[0].labels) and np.array_equal(s.labels, sets[0].labels) for s in sets)
-    diffs = np.empty(replicates, dtype=np.float64)
+def image_replicates(sets: Sequence[PairedSet], num_classes: int, metrics: Sequence[str], *,
+                     replicates: int, rng: np.random.Generator, chunk: int = 250) -> dict[str, np.ndarray]:
+    """Per metric, the per-seed differences ``M(a) - M(b)`` under B image resamples: ``(B, S)``. Seeds that
+    share their test images share each resample; otherwise each seed is resampled on its own."""
+    shared = shares_test_images(sets)
+    out = {m: np.empty((replicates, len(sets))) for m in metrics}
     for start in range(0, replicates, chunk):
         size = min(chunk, replicates - start)
-        total = np.zeros(size)
         weights = _resample_counts(rng, len(sets[0].labels), size) if shared else None
-        for s, (ta, fa, na, tb, fb, nb) in zip(sets, parts):
+        for j, s in enumerate(sets):
             w = weights if shared else _resample_counts(rng, len(s.labels), size)
-            total += macro_f1_counts(w @ ta, w @ fa, w @ na) - macro_f1_counts(w @ tb, w @ fb, w @ nb)
-        diffs[start:start + size] = total / len(sets)
+            cm_a = confusion(s.labels, s.pred_a, num_classes, w)
+            cm_b = confusion(s.labels, s.pred_b, num_classes, w)
+            for m in metrics:
+                out[m][start:start + size, j] = metric_from_confusion(m, cm_a) - metric_from_confusion(m, cm_b)
+    return out
+
+
+def per_seed_differences(sets: Sequence[PairedSet], num_classes: int, metric: str) -> np.ndarray:
+    """``M(a, s) - M(b, s)`` for each paired seed s."""
+    return np.array([float(metric_from_confusion(metric, confusion(s.labels, s.pred_a, num_classes))
+                           - metric_from_confusion(metric, confusion(s.labels, s.pred_b, num_classes)))
+                     for s in sets])
+
+
+def seed_level_tail(e: np.ndarray, observed: float, sigma: float, df: int) -> float:
+    """``P(|e + sigma T| >= |observed|)`` with e uniform over the image replicates and T ~ t(df); sigma = 0
+    leaves the image replicates alone."""
+    from scipy import stats
+
+    c = abs(observed)
+    if sigma <= 0 or df < 1:
+        return float(np.mean(np.abs(e) >= c - 1e-12))
+    t = stats.t(df)
+    return float(np.mean(t.sf((c - e) / sigma) + t.cdf((-c - e) / sigma)))
+
+
+def _convolution_quantiles(center: float, e: np.ndarray, sigma: float, df: int, qs: Sequence[float]
+                           ) -> list[float]:
+    """Quantiles of ``center + e + sigma T`` (e uniform over the replicates, T ~ t(df))."""
+    from scipy import optimize, stats
+
+    if sigma <= 0 or df < 1:
+        return [float(v) for v in np.quantile(center + e, qs)]
+    t = stats.t(df)
+    out = []
+    for q in qs:
+        lo = center + e.min() + sigma * t.ppf(min(q, 1 - q) / 2)
+        hi = center + e.max() + sigma * t.ppf(1 - min(q, 1 - q) / 2)
+        out.append(float(optimize.brentq(lambda x, q=q: float(np.mean(t.cdf((x - center - e) / sigma))) - q,
+                                         lo, hi, xtol=1e-7)))
+    return out
+
+
+def two_level_bootstrap(
+    sets: Sequence[PairedSet], num_classes: int, metrics: Sequence[str] = ("macro_f1",), *,
+    replicates: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED, confidence: float = CONFIDENCE,
+    seed_level: str = "t", interval: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """The two-level paired bootstrap of ``mean_s [M(a, s) - M(b, s)]`` for each metric (see the module
+    docstring). Per metric: ``diff`` (observed), ``low`` / ``high`` (the CI), ``p_value`` (two-sided),
+    ``se_images`` (the image level's standard deviation), ``sd_seeds`` (the per-seed differences'
+    standard deviation, NaN for one seed), ``seeds``, ``replicates``, ``seed_level``, ``shared_images``.
+    ``interval=False`` skips the CI (NaN), for when only the p-value is needed."""
+    if not sets:
+        raise ValueError("the two-level bootstrap needs at least one paired seed")
+    if seed_level not in SEED_LEVELS:
+        raise ValueError(f"seed_level must be one of {SEED_LEVELS}; found {seed_level!r}")
+    rng = np.random.default_rng(seed)
+    n_seeds = len(sets)
+    per_image = image_replicates(sets, num_classes, metrics, replicates=replicates, rng=rng)
+    seed_draws = rng.integers(0, n_seeds, size=(replicates, n_seeds)) if seed_level == "resample" else None
     tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(diffs, [tail, 1.0 - tail])
-    extreme = np.count_nonzero(np.abs(diffs - observed) >= abs(observed) - 1e-12)
-    return {"diff": observed, "low": float(low), "high": float(high),
-            "p_value": float((1 + extreme) / (replicates + 1)), "replicates": replicates}
+    out: dict[str, dict[str, Any]] = {}
+    for m in metrics:
+        d_s = per_seed_differences(sets, num_classes, m)
+        d = float(d_s.mean())
+        reps = per_image[m]  # (B, S)
+        if seed_level == "resample":
+            star = np.take_along_axis(reps, seed_draws, axis=1).mean(axis=1)
+            e, sigma = star - d, 0.0
+        else:
+            e = reps.mean(axis=1) - d
+            sigma = float(d_s.std(ddof=1) / math.sqrt(n_seeds)) if n_seeds > 1 else 0.0
+        p_raw = seed_level_tail(e, d, sigma, n_seeds - 1)
+        low, high = (_convolution_quantiles(d, e, sigma, n_seeds - 1, [tail, 1.0 - tail]) if interval
+                     else (math.nan, math.nan))
+        out[m] = {"diff": d, "low": low, "high": high, "p_value": float((1 + replicates * p_raw) / (replicates + 1)),
+                  "se_images": float(reps.mean(axis=1).std(ddof=1)),
+                  "sd_seeds": float(d_s.std(ddof=1)) if n_seeds > 1 else math.nan,
+                  "seed_diffs": d_s.tolist(), "seeds": n_seeds, "replicates": replicates, "seed_level": seed_level,
+                  "shared_images": shares_test_images(sets)}
+    return out
 
 
-def paired_seed_ttest(sets: Sequence[PairedSet], num_classes: int) -> dict[str, Any]:
-    """Paired t-test over seeds of ``MacroF1(a) - MacroF1(b)`` (see the module docstring).
+# --------------------------------------------------------------------------------------------------
+# Secondary tests
+
+
+def paired_seed_ttest(sets: Sequence[PairedSet], num_classes: int, metric: str = "macro_f1") -> dict[str, Any]:
+    """Paired t-test over seeds of ``M(a) - M(b)`` (secondary; see the module docstring).
 
     Returns the per-seed ``diffs``, ``statistic`` and ``p_value`` (None when it cannot be computed: fewer than
     two seeds, or non-zero differences that are all equal)."""
     from scipy import stats
 
-    f1_a = [_macro_f1(s.labels, s.pred_a, num_classes) for s in sets]
-    f1_b = [_macro_f1(s.labels, s.pred_b, num_classes) for s in sets]
-    diffs = [a - b for a, b in zip(f1_a, f1_b)]
+    diffs = per_seed_differences(sets, num_classes, metric).tolist()
     out: dict[str, Any] = {"diffs": diffs, "statistic": None, "p_value": None}
     if len(diffs) < 2:
         return out
@@ -191,7 +311,7 @@ def paired_seed_ttest(sets: Sequence[PairedSet], num_classes: int) -> dict[str, 
         if abs(diffs[0]) <= 1e-12:
             out.update(statistic=0.0, p_value=1.0)
         return out
-    result = stats.ttest_rel(f1_a, f1_b)
+    result = stats.ttest_1samp(diffs, 0.0)  # = ttest_rel of the per-seed scores
     out.update(statistic=float(result.statistic), p_value=float(result.pvalue))
     return out
 
@@ -219,16 +339,102 @@ def mcnemar(b: int, c: int, *, exact: bool | None = None) -> dict[str, Any]:
             "statistic": float(statistic)}
 
 
-def paired_mcnemar(sets: Sequence[PairedSet], *, exact: bool | None = None) -> dict[str, Any]:
-    """McNemar on the pooled (concatenated) paired seeds; also the observed accuracy difference a - b."""
-    if not sets:
-        raise ValueError("McNemar needs at least one paired seed")
-    labels = np.concatenate([s.labels for s in sets])
-    right_a = np.concatenate([s.pred_a for s in sets]) == labels
-    right_b = np.concatenate([s.pred_b for s in sets]) == labels
-    out = mcnemar(int(np.sum(right_a & ~right_b)), int(np.sum(~right_a & right_b)), exact=exact)
-    out["accuracy_diff"] = float(right_a.mean() - right_b.mean())
+def per_seed_mcnemar(sets: Sequence[PairedSet], *, exact: bool | None = None) -> list[dict[str, Any]]:
+    """McNemar's test of accuracy for each paired seed on its own (never pooled over seeds), with the
+    seed's accuracy difference a - b."""
+    out = []
+    for s in sets:
+        right_a, right_b = np.asarray(s.pred_a) == s.labels, np.asarray(s.pred_b) == s.labels
+        test = mcnemar(int(np.sum(right_a & ~right_b)), int(np.sum(~right_a & right_b)), exact=exact)
+        test["accuracy_diff"] = float(right_a.mean() - right_b.mean())
+        out.append(test)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Multiple comparisons and rank bands
+
+
+def adjust_p(p_values: Sequence[float | None], method: str = "holm") -> list[float | None]:
+    """p-values adjusted for the comparisons of one family: ``holm`` (Holm 1979, step-down, family-wise
+    error) or ``bh`` (Benjamini and Hochberg 1995, false discovery rate). None stays None (no test) and
+    does not count as a comparison."""
+    if method not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {', '.join(CORRECTIONS)}; found {method!r}")
+    index = [i for i, p in enumerate(p_values) if p is not None and not math.isnan(p)]
+    p = np.asarray([p_values[i] for i in index], dtype=np.float64)
+    m = len(p)
+    out: list[float | None] = [None] * len(p_values)
+    if m == 0:
+        return out
+    order = np.argsort(p, kind="stable")
+    ranked = p[order]
+    if method == "holm":  # p_(i) * (m - i + 1), made monotone from the smallest up
+        adjusted = np.maximum.accumulate(ranked * (m - np.arange(m)))
+    else:  # p_(i) * m / i, made monotone from the largest down
+        adjusted = np.minimum.accumulate((ranked * m / np.arange(1, m + 1))[::-1])[::-1]
+    adjusted = np.minimum(adjusted, 1.0)
+    result = np.empty(m)
+    result[order] = adjusted
+    for i, value in zip(index, result):
+        out[i] = float(value)
+    return out
+
+
+def rank_bands(n_rows: int, p_value: Callable[[int, int], float | None], *, method: str = "holm",
+               alpha: float = ALPHA) -> list[dict[str, Any]]:
+    """Bands of statistically tied rows. Rows ``0 .. n_rows - 1`` are in rank order; ``p_value(leader, row)``
+    is the primary test's p of ``row`` against ``leader`` (None: no test). Band 1 is row 0 and every row
+    whose adjusted p against it is >= alpha; the best row left leads band 2, with its own family of
+    comparisons, and so on. A row with no test against its band's leader cannot be placed: its band is
+    None. Returns, per row, ``band``, ``leader`` and ``p_adjusted`` (against that leader)."""
+    out: list[dict[str, Any]] = [{"band": None, "leader": None, "p_adjusted": None} for _ in range(n_rows)]
+    left = list(range(n_rows))
+    band = 0
+    while left:
+        leader, rest = left[0], left[1:]
+        band += 1
+        raw = [p_value(leader, r) for r in rest]
+        adjusted = adjust_p(raw, method)
+        out[leader] = {"band": band, "leader": leader, "p_adjusted": None}
+        nxt = []
+        for r, p in zip(rest, adjusted):
+            if p is None:
+                out[r] = {"band": None, "leader": leader, "p_adjusted": None}
+            elif p >= alpha:
+                out[r] = {"band": band, "leader": leader, "p_adjusted": p}
+            else:
+                nxt.append(r)
+        left = nxt
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Across datasets
+
+
+def friedman(scores: np.ndarray, names: Sequence[str], *, alpha: float = ALPHA) -> dict[str, Any]:
+    """Ranks of k methods over N datasets (``scores``: (N, k), higher is better), Friedman's test and the
+    Nemenyi post-hoc (scikit-posthocs), with Demsar's critical difference of mean ranks. Needs N >= 2 and
+    k >= 3 (Friedman's test is undefined below that)."""
+    import pandas as pd
+    import scikit_posthocs as sp
+    from scipy import stats
+
+    scores = np.asarray(scores, dtype=np.float64)
+    n, k = scores.shape
+    if n < 2 or k < 3:
+        raise ValueError(f"Friedman's test needs at least 2 datasets and 3 methods; found {n} and {k}")
+    if np.isnan(scores).any():
+        raise ValueError("Friedman's test needs every method scored on every dataset")
+    ranks = stats.rankdata(-scores, axis=1)  # 1 = best, ties averaged
+    test = stats.friedmanchisquare(*scores.T)
+    nemenyi = sp.posthoc_nemenyi_friedman(pd.DataFrame(scores, columns=list(names)))
+    q_alpha = stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
+    return {"names": list(names), "blocks": n, "mean_ranks": ranks.mean(axis=0).tolist(), "ranks": ranks.tolist(),
+            "statistic": float(test.statistic), "p_value": float(test.pvalue),
+            "nemenyi": nemenyi.loc[list(names), list(names)].to_numpy().tolist(),
+            "critical_difference": float(q_alpha * math.sqrt(k * (k + 1) / (6.0 * n)))}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -250,200 +456,3 @@ def pareto_front(quality: Sequence[float], cost: Sequence[float]) -> list[bool]:
         dominated = valid & (q >= q[i]) & (c <= c[i]) & ((q > q[i]) | (c < c[i]))
         out.append(not bool(dominated.any()))
     return out
-
-
-# --------------------------------------------------------------------------------------------------
-# From a runs folder to a summary
-
-
-@dataclass
-class TrialPredictions:
-    seed: int
-    path: Path
-    labels: np.ndarray
-    pred: np.ndarray
-    index: np.ndarray
-    num_classes: int
-    classes: list[str]
-    result: dict
-
-
-@dataclass
-class GroupDetail:
-    """Everything the report shows about one (dataset, method, sampler)."""
-
-    dataset: str
-    method: str
-    sampler: str
-    trials: list[TrialPredictions] = field(default_factory=list)
-    classes: list[str] = field(default_factory=list)
-    confusion: np.ndarray | None = None
-    recall: np.ndarray | None = None
-    comparison: dict[str, Any] = field(default_factory=dict)
-
-
-def load_predictions(path: Path, result: dict) -> TrialPredictions | None:
-    """A trial's ``predictions.parquet`` (sorted by image index), or None when it is missing."""
-    import polars as pl
-
-    file = Path(path) / "predictions.parquet"
-    if not file.exists():
-        return None
-    frame = pl.read_parquet(file).sort("index")
-    probs = [c for c in frame.columns if c.startswith("prob_") and c[5:].isdigit()]
-    labels = frame["label"].to_numpy().astype(np.int64)
-    pred = frame["pred"].to_numpy().astype(np.int64)
-    k = int(result.get("num_classes") or len(probs) or (max(labels.max(), pred.max()) + 1))
-    classes = [str(c) for c in (result.get("classes") or range(k))]
-    return TrialPredictions(seed=int(result.get("seed", 0)), path=Path(path), labels=labels, pred=pred,
-                            index=frame["index"].to_numpy(), num_classes=k, classes=classes, result=result)
-
-
-def _confusion(trials: list[TrialPredictions], k: int) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.metrics import confusion_matrix
-
-    total = np.zeros((k, k), dtype=np.int64)
-    for t in trials:
-        total += confusion_matrix(t.labels, t.pred, labels=np.arange(k))
-    rows = total.sum(axis=1)
-    recall = np.divide(np.diag(total).astype(np.float64), rows, out=np.full(k, np.nan), where=rows > 0)
-    return total, recall
-
-
-def _one_per_seed(trials: list[TrialPredictions]) -> dict[int, TrialPredictions]:
-    """Seed -> its newest trial (by the result's ``finished`` time), in seed order."""
-    newest: dict[int, TrialPredictions] = {}
-    for t in sorted(trials, key=lambda t: (t.seed, str(t.result.get("finished") or ""))):
-        newest[t.seed] = t
-    return newest
-
-
-def compare(method: GroupDetail, top: GroupDetail, *, replicates: int = N_BOOTSTRAP,
-            seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
-    """Paired tests of ``method`` against ``top`` over their shared, identically-tested seeds. A seed with
-    several trials in a group (other configs or experiments under the same root) is paired once, by its
-    newest trial, so no seed counts twice."""
-    by_seed = _one_per_seed(top.trials)
-    sets, seeds, unpaired = [], [], []
-    for t in _one_per_seed(method.trials).values():
-        other = by_seed.get(t.seed)
-        if other is None:
-            unpaired.append(t.seed)
-        elif np.array_equal(t.index, other.index) and np.array_equal(t.labels, other.labels):
-            sets.append(PairedSet(t.labels, t.pred, other.pred))
-            seeds.append(t.seed)
-        else:
-            unpaired.append(t.seed)
-    out: dict[str, Any] = {"paired_seeds": seeds, "unpaired_seeds": unpaired,
-                           "n_images": int(sum(len(s.labels) for s in sets))}
-    if not sets:
-        return out
-    k = max(method.trials[0].num_classes, top.trials[0].num_classes)
-    boot = paired_bootstrap_macro_f1(sets, k, replicates=replicates, seed=seed)
-    mc = paired_mcnemar(sets)
-    seeds_test = paired_seed_ttest(sets, k)
-    out.update(
-        seed_diffs=seeds_test["diffs"], f1_seed_p=seeds_test["p_value"],
-        f1_seed_significant=None if seeds_test["p_value"] is None else seeds_test["p_value"] < ALPHA,
-        f1_diff=boot["diff"], f1_diff_low=boot["low"], f1_diff_high=boot["high"], f1_p=boot["p_value"],
-        f1_significant=boot["p_value"] < ALPHA, replicates=boot["replicates"],
-        acc_diff=mc["accuracy_diff"], mcnemar_b=mc["b"], mcnemar_c=mc["c"], mcnemar_p=mc["p_value"],
-        mcnemar_test=mc["test"], acc_significant=mc["p_value"] < ALPHA,
-    )
-    return out
-
-
-@dataclass
-class Summary:
-    board: Any  # polars DataFrame: one row per (dataset, method, sampler)
-    details: dict[tuple[str, str, str], GroupDetail]
-    results: list[dict]  # every ok result record (for hardware / commit / provenance)
-
-
-def summarise(root: Path | str, *, replicates: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED,
-              only: Mapping[str, Collection[str]] | None = None) -> Summary:
-    """The leaderboard of ``root`` with CIs, paired tests against the top, per-class recall, confusion
-    matrices and the Pareto flag; ``only`` restricts it to some methods / datasets / samplers (the paired
-    tests are then against the top of the selection)."""
-    import polars as pl
-
-    from harness.results import leaderboard
-    from harness.store import iter_results
-
-    board = leaderboard.build(root, only)
-    if board.is_empty():
-        return Summary(board, {}, [])
-    results = [(folder, r) for folder, r in iter_results(root, only) if r.get("status") == "ok"]
-    per_trial = leaderboard.collect(root, only).filter(pl.col("status") == "ok")
-
-    details: dict[tuple[str, str, str], GroupDetail] = {}
-    for folder, result in results:
-        key = (result.get("dataset"), result.get("method"), result.get("sampler"))
-        detail = details.setdefault(key, GroupDetail(*key))
-        loaded = load_predictions(folder, result)
-        if loaded is not None:
-            detail.trials.append(loaded)
-    for detail in details.values():
-        detail.trials.sort(key=lambda t: t.seed)
-        if detail.trials:
-            k = max(t.num_classes for t in detail.trials)
-            detail.classes = max((t.classes for t in detail.trials), key=len)
-            detail.confusion, detail.recall = _confusion(detail.trials, k)
-
-    extra_rows = []
-    for row in board.iter_rows(named=True):
-        key = (row["dataset"], row["method"], row["sampler"])
-        group = per_trial.filter((pl.col("dataset") == key[0]) & (pl.col("method") == key[1])
-                                 & (pl.col("sampler") == key[2]))
-        extra: dict[str, Any] = {"dataset": key[0], "method": key[1], "sampler": key[2]}
-        for metric in CI_METRICS:
-            if metric in group.columns:
-                _, low, high = mean_ci(group[metric].cast(pl.Float64).to_list())
-                extra[f"{metric}_ci_low"], extra[f"{metric}_ci_high"] = low, high
-        extra_rows.append(extra)
-    board = board.join(pl.DataFrame(extra_rows, infer_schema_length=None), on=["dataset", "method", "sampler"],
-                       how="left", maintain_order="left")
-
-    comparison_rows = []
-    for (dataset,), group in board.group_by(["dataset"], maintain_order=True):
-        rows = list(group.iter_rows(named=True))
-        top_key = (dataset, rows[0]["method"], rows[0]["sampler"])
-        top = details.get(top_key)
-        lat = [r.get("ms_per_image_b1_mean") for r in rows]
-        front = pareto_front([r["macro_f1_mean"] for r in rows], lat)
-        for row, on_front in zip(rows, front):
-            key = (dataset, row["method"], row["sampler"])
-            detail = details.get(key)
-            cmp: dict[str, Any] = {}
-            if key == top_key:
-                cmp = {"is_top": True}
-            elif detail is not None and top is not None and detail.trials and top.trials:
-                cmp = compare(detail, top, replicates=replicates, seed=seed)
-            if detail is not None:
-                detail.comparison = cmp
-            comparison_rows.append({
-                "dataset": dataset, "method": row["method"], "sampler": row["sampler"],
-                "top_method": top_key[1], "top_sampler": top_key[2], "is_top": key == top_key,
-                "pareto": on_front,
-                "f1_diff": cmp.get("f1_diff"), "f1_diff_ci_low": cmp.get("f1_diff_low"),
-                "f1_diff_ci_high": cmp.get("f1_diff_high"), "f1_p_value": cmp.get("f1_p"),
-                "f1_significant": cmp.get("f1_significant"),
-                "f1_seed_diffs": cmp.get("seed_diffs"),
-                "f1_seed_p_value": cmp.get("f1_seed_p"), "f1_seed_significant": cmp.get("f1_seed_significant"),
-                "accuracy_diff": cmp.get("acc_diff"), "mcnemar_b": cmp.get("mcnemar_b"),
-                "mcnemar_c": cmp.get("mcnemar_c"), "mcnemar_p_value": cmp.get("mcnemar_p"),
-                "mcnemar_test": cmp.get("mcnemar_test"), "accuracy_significant": cmp.get("acc_significant"),
-                "paired_seeds": len(cmp.get("paired_seeds", [])) if not cmp.get("is_top") else None,
-                "per_class_recall": None if detail is None or detail.recall is None else detail.recall.tolist(),
-                "confusion_matrix": None if detail is None or detail.confusion is None
-                else detail.confusion.tolist(),
-            })
-    schema = {"f1_diff": pl.Float64, "f1_diff_ci_low": pl.Float64, "f1_diff_ci_high": pl.Float64,
-              "f1_p_value": pl.Float64, "f1_significant": pl.Boolean, "f1_seed_diffs": pl.List(pl.Float64),
-              "f1_seed_p_value": pl.Float64, "f1_seed_significant": pl.Boolean, "accuracy_diff": pl.Float64,
-              "mcnemar_b": pl.Int64, "mcnemar_c": pl.Int64, "mcnemar_p_value": pl.Float64,
-              "mcnemar_test": pl.String, "accuracy_significant": pl.Boolean, "paired_seeds": pl.Int64,
-              "per_class_recall": pl.List(pl.Float64), "confusion_matrix": pl.List(pl.List(pl.Int64))}
-    cmp_frame = pl.DataFrame(comparison_rows, schema_overrides=schema, infer_schema_length=None)
-    board = board.join(cmp_frame, on=["dataset", "method", "sampler"], how="left", maintain_order="left")
-    return Summary(board, details, [r for _, r in results])

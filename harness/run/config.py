@@ -114,13 +114,17 @@ def build_dataclass(cls: type, values: Mapping[str, Any], what: str):
 def resolve_method_config(spec: MethodSpec, profile: str, overrides: Mapping[str, Any],
                           dataset: str | None = None) -> dict[str, Any]:
     """Defaults, then ``spec.profiles[profile]``, then the profile's settings for ``dataset``
-    (``spec.dataset_profiles``), then ``overrides``: a plain dict (JSON-able)."""
+    (``spec.dataset_profiles``), then ``overrides``: a plain dict (JSON-able). An ``epochs`` override without
+    a ``steps`` one turns a profile's step budget (``steps`` > 0) off, so ``--set resnet.epochs=20`` means 20
+    epochs under every profile."""
     if profile not in PROFILES:
         raise HarnessError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
     values = dict(spec.profiles.get(profile, {}))
     per_dataset = spec.dataset_profiles.get(profile, {}).get(dataset, {}) if dataset else {}
     values.update({k: v for k, v in per_dataset.items() if not k.startswith("dataset.")})
     values.update(overrides)
+    if "epochs" in overrides and "steps" not in overrides and "steps" in spec.config_keys():
+        values["steps"] = 0  # --set m.epochs=N asks for an epoch budget: it replaces a profile's step budget
     config = build_dataclass(spec.config, values, f"method {spec.name!r}")
     return config_to_dict(config)
 

@@ -29,6 +29,7 @@ from harness.run.settings import (
     parse_seeds,
 )
 from harness.run.trial import Experiment, Trial, expand
+from harness.store import check_name, child, prepare_root
 
 
 def names(value: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
@@ -74,6 +75,8 @@ class RunRequest:
         check_device(self.device)
         if not self.datasets:
             raise HarnessError("--datasets is empty: name at least one dataset (see `harness list datasets`)")
+        if self.experiment is not None:  # one folder below --runs-dir, never a path out of it
+            check_name(self.experiment, "experiment name (--experiment, or `experiment` in the experiment file)")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], *, overrides: Mapping[str, Mapping[str, Any]] | None = None,
@@ -104,8 +107,8 @@ class RunRequest:
 
     @property
     def root(self) -> Path:
-        """Where the experiment's results go: ``RUNS_DIR/EXPERIMENT``."""
-        return Path(self.runs_dir) / self.name
+        """Where the experiment's results go: ``RUNS_DIR/EXPERIMENT`` (the name checked: one folder name)."""
+        return child(self.runs_dir, self.name, "experiment name")
 
     def experiment_for(self, registry: Registry) -> Experiment:
         return Experiment(methods=self.methods or tuple(sorted(registry.methods)), datasets=self.datasets,
@@ -139,25 +142,33 @@ def execute(request: RunRequest, experiment: Experiment, trials: list[Trial], *,
     options = request.executor_options()  # Ray's options are checked even when nothing is left to run
     if request.executor == "local" or request.address is None:  # on a cluster, the workers' devices count
         check_device_available(request.device)
-    record_experiment(request.root, experiment, command)
-    return get_executor(request.executor)(trials, request.settings(), options, out or sys.stdout)
+    out = out or sys.stdout
+    prepare_root(request.root)  # a file in the way, a read-only folder: said now, before any trial
+    warning = record_experiment(request.root, experiment, command)
+    if warning:
+        print(f"warning: {warning}", file=out, flush=True)
+    return get_executor(request.executor)(trials, request.settings(), options, out)
 
 
-def record_experiment(root: Path, experiment: Experiment, command: str) -> None:
+def record_experiment(root: Path, experiment: Experiment, command: str) -> str | None:
     """``RUNS_DIR/EXPERIMENT/experiment.json``: the command lines that produced the experiment (kept across
-    resumed or extended runs), for reports to say how to reproduce them."""
+    resumed or extended runs, and across two commands running at once), for reports to say how to reproduce
+    them. Returns a warning when the previous record could not be read (it is kept beside, not overwritten)."""
     from harness import __version__
     from harness.run.runner import git_commit
-    from harness.store import read_experiment_record, write_experiment_record
+    from harness.store import update_experiment_record
 
-    previous = read_experiment_record(root)
-    commands = [c for c in previous.get("commands", []) if c != command] + [command]
-    write_experiment_record(root, {
-        "name": experiment.name, "command": command, "commands": commands, "methods": list(experiment.methods),
-        "datasets": list(experiment.datasets), "samplers": list(experiment.samplers), "seeds": list(experiment.seeds),
-        "profile": experiment.profile, "overrides": experiment.overrides, "harness_version": __version__,
-        "git_commit": git_commit(),
-    })
+    def update(previous: dict) -> dict:
+        earlier = previous.get("commands")
+        commands = [c for c in (earlier if isinstance(earlier, list) else []) if c != command] + [command]
+        return {
+            "name": experiment.name, "command": command, "commands": commands, "methods": list(experiment.methods),
+            "datasets": list(experiment.datasets), "samplers": list(experiment.samplers),
+            "seeds": list(experiment.seeds), "profile": experiment.profile, "overrides": experiment.overrides,
+            "harness_version": __version__, "git_commit": git_commit(),
+        }
+
+    return update_experiment_record(root, update)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,10 @@ traceback; it never takes other trials down with it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
+import json
 import os
 import platform
 import random
@@ -27,20 +30,30 @@ import numpy as np
 
 from harness import __version__
 from harness.contract.result import STATUS_FAILED, STATUS_INTERRUPTED, STATUS_OK, TrialResult
-from harness.contract.specs import DatasetRequest, DataSplits, MethodSpec, Predictor, TrialContext, check_probabilities
+from harness.contract.specs import DataSplits, MethodSpec, Predictor, TrialContext, check_probabilities
 from harness.errors import HarnessError
 from harness.registry import ENV_BLOCK, PluginManager, Registry, load_plugins
 from harness.run import models
 from harness.run.config import config_from_dict, data_protocol_warnings
 from harness.run.models import load_predictor
+from harness.run.resume import REPLACES_OK, Decision
 from harness.run.settings import ENV_CACHE_DIR, ENV_DATA_DIR, RunSettings
-from harness.run.trial import NO_SAMPLER, Trial
-from harness.store import TRIAL_FILE, ResultStore, atomic_write_json, atomic_write_parquet, write_result
+from harness.run.trial import NO_SAMPLER, Trial, load_data
+from harness.store import (
+    TRIAL_FILE,
+    ResultStore,
+    StoreError,
+    TrialSkipped,
+    atomic_write_json,
+    atomic_write_parquet,
+    store_error,
+    write_result,
+)
 
 CURVE_FILE = "curve.json"  # a trial's learning curve: the list of its per-epoch ctx.report records
 
 __all__ = ["CURVE_FILE", "ENV_CACHE_DIR", "ENV_DATA_DIR", "Fitted", "RunSettings", "cached_plugins", "compute_metrics",
-           "fit_trial", "load_predictor", "run_trial", "scorer"]
+           "fit_trial", "load_data", "load_predictor", "record_unfinished", "run_trial", "scorer"]
 
 
 @functools.lru_cache(maxsize=8)
@@ -120,16 +133,6 @@ def _console_reporter(trial: Trial) -> Callable[..., None]:
         print(f"    {'  '.join(parts)}", flush=True)
 
     return report
-
-
-def load_data(trial: Trial, registry: Registry, settings: RunSettings) -> DataSplits:
-    spec = registry.get("datasets", trial.dataset)
-    options = config_from_dict(spec.options, trial.options)
-    request = DatasetRequest(
-        options=options, seed=trial.seed, data_dir=settings.resolved_data_dir(),
-        cache_dir=settings.resolved_cache_dir(),
-    )
-    return spec.load_fn()(request)
 
 
 def compute_metrics(registry: Registry, labels: np.ndarray, probs: np.ndarray) -> tuple[dict, dict]:
@@ -242,6 +245,9 @@ def fit_trial(trial: Trial, settings: RunSettings, *, registry: Registry, trial_
     method = registry.get("methods", trial.method)
     config = config_from_dict(method.config, trial.config)
     result.warnings.extend(data.warnings)  # what the dataset says about this load (absent classes, dropped rows)
+    if data.fingerprint is None:
+        result.warnings.append(f"dataset {trial.dataset!r} gave no data fingerprint: this result cannot be checked "
+                               f"against changed data when a run resumes")
     result.warnings.extend(data_protocol_warnings(method, trial.profile, trial.dataset, trial.options))
     curve: list[dict[str, Any]] = []  # the learning curve: every ctx.report of the trial
 
@@ -252,7 +258,7 @@ def fit_trial(trial: Trial, settings: RunSettings, *, registry: Registry, trial_
     ctx = TrialContext(
         seed=trial.seed, device=device, threads=threads, trial_dir=trial_dir, reporter=report,
         sampler_factory=sampler_factory(trial, registry, settings), profile=trial.profile,
-        scorer=scorer(registry), headline_metric=settings.headline_metric,
+        scorer=scorer(registry), headline_metric=settings.headline_metric, cache_dir=settings.resolved_cache_dir(),
     )
     fit_data = data.without_test(trial.method)
     hidden = fit_data.test
@@ -295,14 +301,40 @@ def run_trial(
     reporter: Callable[..., None] | None = None,
     registry: Registry | None = None,
     manager: PluginManager | None = None,
+    decision: Decision | None = None,
 ) -> TrialResult:
     """Run one trial end to end and write its results; returns its :class:`TrialResult` (never raises for a
-    failure inside the trial: that is recorded with status ``failed``)."""
+    failure inside the trial: that is recorded with status ``failed``).
+
+    The trial runs holding its lock (:meth:`ResultStore.lock`): when another process holds it, or (with the
+    executor's ``decision``) finished it since the decision was made, this raises :class:`TrialSkipped`. An
+    ``ok`` result already in the folder is moved to ``superseded/`` first, never overwritten. A runs folder
+    that cannot be written raises :class:`StoreError` (the command stops: the next trial would fail too)."""
     if registry is None or manager is None:
         manager, registry = cached_plugins(tuple(settings.plugins), tuple(settings.blocked))
-    store = ResultStore(Path(settings.runs_dir) / trial.experiment)
-    trial_dir = store.trial_dir(trial.key)
-    trial_dir.mkdir(parents=True, exist_ok=True)
+    store = ResultStore.of(settings.runs_dir, trial.experiment)
+    with store.lock(trial.key) as trial_dir:
+        _set_aside_previous(store, trial, decision)
+        return _run_locked(trial, settings, trial_dir, reporter=reporter, registry=registry, manager=manager)
+
+
+def _set_aside_previous(store: ResultStore, trial: Trial, decision: Decision | None) -> None:
+    """Under the trial's lock: skip a trial another process finished meanwhile; move an ok or unreadable
+    result out of the way (to ``superseded/``) before the trial runs again."""
+    result, unreadable = store.read(trial.key)
+    if unreadable is not None:
+        store.set_aside(trial.key, "unreadable")
+    elif result is not None and result.ok:
+        replacing = decision is not None and decision.state in REPLACES_OK and \
+            result.data_fingerprint == decision.stored_fingerprint
+        if decision is not None and not replacing:
+            raise TrialSkipped(f"finished by another process meanwhile (result written {result.finished}); "
+                               f"not run again here")
+        store.set_aside(trial.key, decision.state if replacing else "rerun")
+
+
+def _run_locked(trial: Trial, settings: RunSettings, trial_dir: Path, *, reporter, registry: Registry,
+                manager: PluginManager) -> TrialResult:
     started = datetime.now(timezone.utc)
     atomic_write_json(trial_dir / TRIAL_FILE, {**trial.to_dict(), "started": started.isoformat()})
     models.remove_partial(trial_dir)  # a model left by an earlier, failed attempt is not this trial's
@@ -349,6 +381,8 @@ def run_trial(
             try:
                 models.save_predictor(predictor, trial_dir, input_shape=data.test.images.shape[1:])
                 saved = True
+            except StoreError:
+                raise
             except HarnessError as exc:  # a module that cannot be pickled: the trial stands, without a model
                 result.warnings.append(f"model not kept: {exc}")
         timings["write_seconds"] = time.perf_counter() - t0
@@ -371,8 +405,58 @@ def run_trial(
             result.status = STATUS_INTERRUPTED
             _finish(result, t_start, trial_dir, manager, trial)
             raise
+        stop = exc if isinstance(exc, StoreError) else _disk_error(exc, trial_dir)
+        if stop is not None:  # the disk is full or read-only: record what we can, then stop the command
+            with contextlib.suppress(StoreError):
+                _finish(result, t_start, trial_dir, manager, trial)
+            if stop is exc:
+                raise
+            raise stop from exc
     _finish(result, t_start, trial_dir, manager, trial)
     return result
+
+
+def record_unfinished(trial: Trial, settings: RunSettings, *, status: str, error: str,
+                      details: dict[str, Any] | None = None) -> TrialResult | None:
+    """Record a trial whose process ended without writing its result (a Ray worker that died, a trial stopped
+    by Ctrl-C): ``status`` (``failed`` or ``interrupted``), ``error`` and what is known (when it started, the
+    learning curve so far, ``details`` as notes). Returns the result written, or None when another process holds
+    the trial, or it has a result of its own by now."""
+    store = ResultStore.of(settings.runs_dir, trial.experiment)
+    try:
+        with store.lock(trial.key) as trial_dir:
+            stored, _ = store.read(trial.key)
+            started = _started(trial_dir)
+            if stored is not None and (stored.ok or (started is not None and (stored.started or "") >= started)):
+                return None  # a finished result is never overwritten; or the attempt wrote its own
+            result = start_result(trial, datetime.fromisoformat(started) if started else datetime.now(timezone.utc))
+            result.status, result.error = status, error
+            result.notes = dict(details or {})
+            if (trial_dir / CURVE_FILE).exists():
+                result.curve = CURVE_FILE
+            result.finished = datetime.now(timezone.utc).isoformat()
+            write_result(trial_dir, result)
+            return result
+    except TrialSkipped:
+        return None
+
+
+def _started(trial_dir: Path) -> str | None:
+    """When the last attempt at the trial in ``trial_dir`` started (its ``trial.json``), or None."""
+    try:
+        value = json.loads((trial_dir / TRIAL_FILE).read_text()).get("started")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _disk_error(exc: BaseException, trial_dir: Path) -> StoreError | None:
+    """A :class:`StoreError` when ``exc`` (raised inside the trial, e.g. by a method saving a checkpoint) says the
+    disk is full or read-only: every later trial would fail the same way."""
+    disk = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS)
+    if isinstance(exc, OSError) and exc.errno in disk:
+        return store_error(exc, Path(exc.filename) if exc.filename else trial_dir)
+    return None
 
 
 def _finish(result: TrialResult, t_start: float, trial_dir: Path, manager: PluginManager | None,

@@ -15,10 +15,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness import __version__
+from harness.contract.specs import DatasetRequest, DataSplits
 from harness.errors import HarnessError
 from harness.registry import Registry
-from harness.run.config import build_dataclass, config_to_dict, resolve_method_config
-from harness.run.settings import DEFAULT_SAMPLER, check_seed
+from harness.run.config import build_dataclass, config_from_dict, config_to_dict, resolve_method_config
+from harness.run.settings import DEFAULT_SAMPLER, RunSettings, check_seed
 
 NO_SAMPLER = "-"
 
@@ -106,6 +107,18 @@ class Experiment:
     name: str = "default"
 
 
+def load_data(trial: Trial, registry: Registry, settings: RunSettings) -> DataSplits:
+    """The data ``trial`` trains and is tested on: its dataset plugin's ``load`` with the trial's options and
+    seed, the settings' data and cache folders."""
+    spec = registry.get("datasets", trial.dataset)
+    options = config_from_dict(spec.options, trial.options)
+    request = DatasetRequest(
+        options=options, seed=trial.seed, data_dir=settings.resolved_data_dir(),
+        cache_dir=settings.resolved_cache_dir(),
+    )
+    return spec.load_fn()(request)
+
+
 def resolve_dataset_options(registry: Registry, dataset: str, overrides: Mapping[str, Mapping[str, Any]],
                             profile: str = "cpu"):
     """The dataset's option defaults, then its profile's, then ``dataset.*``, then ``<dataset>.*``."""
@@ -127,7 +140,8 @@ def expand(experiment: Experiment, registry: Registry) -> list[Trial]:
         if not names:
             raise HarnessError(f"no {kind} to run: pass at least one (see `harness list {kind}`)")
         for name in names:
-            registry.get(kind, name)
+            registry.get(kind, name)  # unknown, or registered by two plugins: an error naming them
+    registry.check_conflicts("metrics")  # every metric is computed: two plugins claiming one name is ambiguous
     if not experiment.seeds:
         raise HarnessError("no seeds to run: pass at least one (--seeds 0,1,2)")
     for seed in experiment.seeds:

@@ -1,7 +1,7 @@
-"""Backbones of the baselines' tables, adapted to small inputs, and the shared ``fit`` (imports torch).
+"""The baselines' models and losses (imports torch), each read next to its paper.
 
-``build_backbone(name, ...)`` returns a logits model for any timm name; the families the papers compare
-against get the adaptations below when the images are small (their defaults are for 224 px):
+Backbones (``build_backbone``): any timm name; the families the papers compare against are adapted to
+small inputs (their defaults are for 224 px):
 
 - ResNets (``resnet18``, ``resnet50``, ...): ``harness.toolkit.backbones.create`` gives them the CIFAR-style
   stem at 64 px or less (3x3 stride-1 first conv, no max-pool), as in MedMNIST v2's ResNet (28).
@@ -18,6 +18,26 @@ against get the adaptations below when the images are small (their defaults are 
   stride becomes 1 at 32 px or less and 2 at 64 px or less (4 above, the original), so that every
   stage's spatial-reduction convolution (ratios 8, 4, 2, 1) still has a grid at least its size
   (28 px: grids 28, 14, 7, 4).
+
+Heads: the plain linear head of the backbone, or Cao et al.'s cosine head (``CosineHead``, for LDAM).
+
+Losses for class imbalance, pure functions:
+
+- ``focal_loss`` (Lin et al., ICCV 2017), softmax form for one label per image:
+  FL = -w_y (1 - p_y)^gamma log p_y, averaged over the batch (gamma = 0 and no weights: cross-entropy).
+- ``sigmoid_focal_loss`` (Lin et al. Eq. 5; Cui et al., CVPR 2019, Eq. 8 and the authors' ``CB_loss``):
+  every class is a binary problem, p_t = sigmoid(z_c) for the true class and 1 - sigmoid(z_c) for the
+  others; FL = sum_c -w_y (1 - p_t)^gamma log p_t, summed over classes and divided by the batch size.
+- ``effective_number_weights`` (Cui et al. Eq. 2-3): w_c = (1 - beta) / (1 - beta^n_c), normalised so that
+  sum_c w_c = C (the number of classes), as in the authors' code.
+- ``ldam_margins`` (Cao et al., NeurIPS 2019, Eq. 13): Delta_c = C / n_c^(1/4), with C chosen so the
+  largest margin is ``max_margin`` (0.5 in the paper's experiments).
+- ``ldam_loss`` (Cao et al. Eq. 10 with the normalised head of their code): on the cosine head's logits
+  s cos(theta_j), cross-entropy of s (cos(theta_j) - Delta_y [j = y]), i.e. the true class's cosine
+  lowered by its margin, scale s = 30. With class weights it is the weighted mean, as ``F.cross_entropy``.
+- Deferred re-weighting (DRW, Cao et al. Sec. 3.3): plain LDAM until ``drw_epoch``, then LDAM with the
+  effective-number weights (beta = 0.9999); the authors' schedule switches at epoch 160 of 200, so the
+  default is 80% of the epochs.
 """
 
 from __future__ import annotations
@@ -25,12 +45,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from harness.errors import HarnessError
 from harness.toolkit import backbones
+
+# --------------------------------------------------------------------------------------- backbones
 
 
 @dataclass
@@ -139,12 +162,143 @@ def build_for(config, data) -> Built:
     )
 
 
-def fit(data, config, ctx, loss_fn=None):
-    """Train ``config.backbone`` with ``harness.toolkit.training.train_classifier`` (cross-entropy by default)."""
-    from harness import Predictor
-    from harness.toolkit.training import Softmax, normalisation, train_classifier
+# ------------------------------------------------------------------------------------------- heads
 
-    built = build_for(config, data)
-    mean, std = normalisation(data.channels, built.pretrained_loaded)
-    model, _ = train_classifier(built.model, data, config, ctx, mean=mean, std=std, loss_fn=loss_fn)
-    return Predictor(Softmax(model), mean=mean, std=std, device=ctx.device)
+
+class CosineHead(nn.Module):
+    """Cao et al.'s normalised linear layer: logits_j = s * <x / |x|, w_j / |w_j|> = s cos(theta_j), no bias.
+
+    The features and each class's weight vector are L2-normalised, so a logit depends only on the angle
+    between them; ``scale`` is s (30 in the authors' code). Weights start uniform in [-1, 1], as theirs.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, scale: float = 30.0):
+        super().__init__()
+        self.scale = float(scale)
+        self.weight = nn.Parameter(torch.empty(num_classes, in_features).uniform_(-1, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.linear(F.normalize(features, dim=1), F.normalize(self.weight, dim=1))
+
+
+class WithHead(nn.Module):
+    """A timm backbone without its classifier (``reset_classifier(0)``: pooled features) and a new head."""
+
+    def __init__(self, features: nn.Module, head: nn.Module):
+        super().__init__()
+        self.features, self.head = features, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def with_cosine_head(model: nn.Module, num_classes: int, scale: float) -> nn.Module:
+    """``model`` (a timm model, possibly inside :class:`Resize`) with its linear classifier replaced by a
+    :class:`CosineHead` on its pooled features."""
+    net = model.model if isinstance(model, Resize) else model
+    if not hasattr(net, "reset_classifier") or not hasattr(net, "num_features"):
+        raise HarnessError(f"a cosine head needs a timm model (reset_classifier, num_features); "
+                           f"found {type(net).__name__}")
+    net.reset_classifier(0)
+    head = CosineHead(net.num_features, num_classes, scale)
+    return WithHead(model, head)
+
+
+def set_prior_bias(model: nn.Module, prior: float) -> None:
+    """Initialise the classifier's bias to -log((1 - pi) / pi) (Lin et al. Sec. 4.1; Cui et al. Sec. 5 use
+    pi = 0.1 for the sigmoid losses), so no class starts with a large sigmoid loss."""
+    net = model.model if isinstance(model, Resize) else model
+    head = net.get_classifier() if hasattr(net, "get_classifier") else None
+    if not isinstance(head, nn.Linear) or head.bias is None:
+        raise HarnessError(f"bias_prior needs a linear classifier with a bias; found {type(head).__name__}")
+    with torch.no_grad():
+        head.bias.fill_(-math.log((1 - prior) / prior))
+
+
+# ------------------------------------------------------------------------------------------ losses
+
+
+def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)[:num_classes]
+    if (counts == 0).any():
+        missing = [int(c) for c in np.flatnonzero(counts == 0)]
+        raise HarnessError(f"class(es) {missing} have no training image; class-count based losses need "
+                           "at least one image per class")
+    return counts
+
+
+def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax focal loss: mean over the batch of -w_y (1 - p_y)^gamma log p_y."""
+    if gamma < 0:
+        raise HarnessError(f"focal loss: gamma must be >= 0; found {gamma}")
+    log_p = F.log_softmax(logits.float(), dim=1).gather(1, targets.view(-1, 1)).squeeze(1)
+    loss = -((1 - log_p.exp()) ** gamma) * log_p if gamma else -log_p
+    if weight is not None:
+        loss = loss * weight.to(loss.device, loss.dtype)[targets]
+    return loss.mean()
+
+
+def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0,
+                       weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Sigmoid focal loss, one binary problem per class (Cui et al.'s ``CB_loss`` with ``loss_type="focal"``):
+    sum over images and classes of w_y (1 - p_t)^gamma * BCE(z_c, [c = y]), divided by the batch size."""
+    if gamma < 0:
+        raise HarnessError(f"focal loss: gamma must be >= 0; found {gamma}")
+    logits = logits.float()
+    onehot = F.one_hot(targets, logits.shape[1]).to(logits.dtype)
+    bce = F.binary_cross_entropy_with_logits(logits, onehot, reduction="none")  # -log p_t
+    # (1 - p_t)^gamma = exp(-gamma * (y z + log(1 + e^-z))) (Cui et al.'s numerically stable modulator)
+    modulator = torch.exp(-gamma * (onehot * logits + F.softplus(-logits))) if gamma else 1.0
+    loss = modulator * bce
+    if weight is not None:
+        loss = loss * weight.to(logits.device, logits.dtype)[targets].view(-1, 1)
+    return loss.sum() / len(targets)
+
+
+def effective_number_weights(counts, beta: float = 0.9999) -> np.ndarray:
+    """Cui et al.'s class-balanced weights (1 - beta) / (1 - beta^n_c), normalised to sum to C."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if not 0 <= beta < 1:
+        raise HarnessError(f"class-balanced weights: beta must be in [0, 1); found {beta}")
+    if (counts <= 0).any():
+        raise HarnessError(f"class-balanced weights: every class count must be positive; found {counts.tolist()}")
+    weights = (1.0 - beta) / (1.0 - np.power(beta, counts))
+    return weights / weights.sum() * len(counts)
+
+
+def ldam_margins(counts, max_margin: float = 0.5) -> np.ndarray:
+    """Cao et al.'s margins Delta_c ∝ n_c^(-1/4), scaled so the largest is ``max_margin``."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if (counts <= 0).any():
+        raise HarnessError(f"LDAM margins: every class count must be positive; found {counts.tolist()}")
+    margins = counts ** -0.25
+    return margins * (max_margin / margins.max())
+
+
+def ldam_loss(logits: torch.Tensor, targets: torch.Tensor, margins: torch.Tensor, scale: float = 30.0,
+              weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of ``logits`` (= s cos(theta), the cosine head's output) with the true class lowered by
+    s * Delta_y, i.e. of s (cos(theta_j) - Delta_y [j = y]); optionally class-weighted."""
+    logits = logits.float()
+    margins = margins.to(logits.device, logits.dtype)
+    onehot = F.one_hot(targets, logits.shape[1]).to(logits.dtype)
+    w = weight.to(logits.device, logits.dtype) if weight is not None else None
+    return F.cross_entropy(logits - scale * onehot * margins[targets].view(-1, 1), targets, weight=w)
+
+
+def drw_start(epochs: int, drw_epoch: int) -> int:
+    """The epoch (0-based) from which DRW weights apply: ``drw_epoch``, or 80% of ``epochs`` when < 0."""
+    return drw_epoch if drw_epoch >= 0 else int(round(0.8 * epochs))
+
+
+class NormalisedSigmoid(nn.Module):
+    """Probabilities of a model trained with per-class sigmoids: sigmoid(z_c) / sum_j sigmoid(z_j) (the same
+    argmax as the sigmoids, which is how Cui et al. evaluate)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(F.logsigmoid(self.model(x)), dim=1)  # = sigmoid / sum of sigmoids, in log space

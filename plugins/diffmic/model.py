@@ -1,135 +1,117 @@
-"""DiffMIC (Yang et al., MICCAI 2023): the model, its training and its sampler, read next to the paper.
+"""DiffMIC (Yang et al., MICCAI 2023): the model, read next to the paper (methods brief, section 1).
 
-Sections (paper / methods-brief section 1):
+1. Label diffusion (CARD, DiffMIC Eq. 1-3): the schedule, the forward process with the prior in the mean and
+   the reverse chains (truncated / respaced / DDIM), all through ``harness.toolkit.nn``.
+2. Encoders: timm CNNs truncated before pooling, or a tiny CNN for CPU profiles.
+3. DCG, the dual-granularity conditional guidance (Sec. 2.1): the global branch (bias-free 1x1 conv saliency
+   map, logits by spatial mean), GMIC-style ROI selection and cropping, the local branch with gated-attention
+   MIL pooling, and the priors.
+4. The denoiser epsilon_theta(x, y_t, p, t) (Sec. 2.2): the Hadamard-product MLP with learned per-step gains.
+5. The losses (Eq. 4-6): antithetic timesteps, the fused-prior noise MSE, the MMD regularisers.
+6. The predictor module (Sec. 2.3): the prior, one chain per image (the paper's readout) or CARD's vote,
+   the uncertainty chains, noise seeded per image.
 
-1. Label-space diffusion (CARD): the schedule, the forward process with the prior in the mean, the
-   reverse-step coefficients gamma0..2 and beta-tilde, and the samplers (truncated / respaced / DDIM).
-2. Encoders: timm CNNs (truncated before pooling) or a tiny CNN for CPU profiles.
-3. DCG, the dual-granularity conditional guidance: the global branch (bias-free 1x1 conv saliency map,
-   global logits by spatial mean), GMIC-style ROI selection and cropping, the local branch with
-   gated-attention MIL pooling, and the priors.
-4. The denoiser epsilon_theta(x, y_t, p, t): the Hadamard-product MLP with learned per-step gains.
-5. Training losses: antithetic timesteps, the fused-prior noise MSE, the MMD regularisers.
-6. The predictor module (inference, uncertainty) and the explanation images.
-7. ``fit`` for the four Table 2 variants (basic / c1 / c2 / full).
-
-Model selection uses ``data.val`` only (the official code selects on the test set).
+Training (the stages, the DCG step, selection, the temperature) is ``plugins/diffmic/train.py``; explanation
+images are ``explain.py``; the ONNX export and its ONNX Runtime-driven predictor are ``export.py``.
 """
 
 from __future__ import annotations
 
-import copy
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harness import HarnessError, Predictor
+from harness import HarnessError
 from harness.toolkit import backbones
-from harness.toolkit.training import (
-    Softmax,
-    augment,
-    lr_factor,
-    make_optimizer,
-    normalisation,
-    normalise,
-    to_uint8_tensor,
-    train_classifier,
-)
+from harness.toolkit.nn import diffusion as D
+from harness.toolkit.nn.schedules import DiscreteSchedule
 
-VARIANTS = ("basic", "c1", "c2", "full")
 SAMPLERS = ("truncated", "respaced", "ddim")
 READOUTS = ("argmax", "vote")
 
 
 # =============================================================================================
-# 1. Label-space diffusion (CARD, DiffMIC Eq. 1-3)
+# 1. Label diffusion (CARD; DiffMIC Eq. 1-3), on the shared schedule and steps
 # =============================================================================================
 
 
 @dataclass(frozen=True)
 class Step:
-    """One reverse step: from timestep index ``t`` (cumulative alpha ``ab_t``) to ``ab_prev``.
-    ``ab_prev is None`` marks the last step, which returns the y0 estimate with no added noise."""
+    """One reverse step from timestep index ``t`` to ``s`` (``s is None``: the last step, which returns the
+    y0 estimate with no added noise)."""
 
     t: int
-    ab_t: float
-    ab_prev: float | None
+    s: int | None
 
 
-def posterior_coefficients(ab_t: float, ab_prev: float) -> tuple[float, float, float, float]:
-    """gamma0, gamma1, gamma2, beta_tilde of q(y_{t-1} | y_t, y_0, y_hat) (CARD Eq. 9):
-    mean = gamma0 * y0 + gamma1 * y_t + gamma2 * y_hat, variance = beta_tilde.
+class LabelDiffusion:
+    """CARD's label diffusion on a linear beta schedule: y_t = sqrt(ab_t) y0 + (1 - sqrt(ab_t)) y_hat +
+    sqrt(1 - ab_t) eps (DDPM on y - y_hat, ``harness.toolkit.nn.diffusion.prior_*``)."""
 
-    ``ab_prev`` is the cumulative alpha of the state we step to; with respacing the step's own
-    alpha is ab_t / ab_prev."""
-    alpha = ab_t / ab_prev
-    beta = 1.0 - alpha
-    gamma0 = beta * math.sqrt(ab_prev) / (1.0 - ab_t)
-    gamma1 = (1.0 - ab_prev) * math.sqrt(alpha) / (1.0 - ab_t)
-    gamma2 = 1.0 + (math.sqrt(ab_t) - 1.0) * (math.sqrt(alpha) + math.sqrt(ab_prev)) / (1.0 - ab_t)
-    beta_tilde = (1.0 - ab_prev) * beta / (1.0 - ab_t)
-    return gamma0, gamma1, gamma2, beta_tilde
-
-
-class CardSchedule:
-    """A beta schedule and the CARD forward process y_t = sqrt(ab) y0 + (1 - sqrt(ab)) y_hat + sqrt(1-ab) eps."""
-
-    def __init__(self, betas: torch.Tensor):
-        betas = torch.as_tensor(betas, dtype=torch.float64)
-        if betas.ndim != 1 or not bool(((betas > 0) & (betas < 1)).all()):
-            raise HarnessError(f"betas must be a 1-D tensor in (0, 1); found shape {tuple(betas.shape)}")
-        self.betas = betas
-        self.alphas = 1.0 - betas
-        self.alpha_bars = torch.cumprod(self.alphas, 0)
-
-    @classmethod
-    def linear(cls, timesteps: int, beta_start: float, beta_end: float) -> CardSchedule:
-        return cls(torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64))
+    def __init__(self, timesteps: int, beta_start: float, beta_end: float):
+        if not 0 < beta_start <= beta_end < 1:
+            raise HarnessError(f"betas must satisfy 0 < beta_start <= beta_end < 1; found {beta_start}, {beta_end}")
+        self.schedule = DiscreteSchedule.make("linear", timesteps, beta_start=beta_start, beta_end=beta_end)
+        self.alpha_bars = self.schedule.alphas_cumprod  # float64
+        self._ab = self.alpha_bars.tolist()
 
     @property
     def timesteps(self) -> int:
-        return len(self.betas)
+        return self.schedule.num_steps
 
-    def _ab(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return self.alpha_bars.to(like.device)[t].to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+    def alpha_sigma(self, t: int) -> tuple[float, float]:
+        """(sqrt(ab_t), sqrt(1 - ab_t)) of one timestep index, in float64."""
+        return self._ab[t] ** 0.5, (1.0 - self._ab[t]) ** 0.5
 
     def q_sample(self, y0: torch.Tensor, prior: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Forward process at timestep indices ``t`` (N,): the prior is in the mean (DiffMIC Eq. 2)."""
-        ab = self._ab(t, y0)
-        return ab.sqrt() * y0 + (1 - ab.sqrt()) * prior + (1 - ab).sqrt() * noise
+        """The forward process at timestep indices ``t`` (N,), the prior in the mean (DiffMIC Eq. 2)."""
+        alpha, sigma = self.schedule.alpha_sigma(t.cpu())
+        return D.prior_q_sample(y0, prior, alpha.to(y0), sigma.to(y0), noise)
 
     def steps(self, n: int, kind: str = "truncated") -> list[Step]:
         """The reverse chain of ``n`` denoiser calls.
 
-        - ``truncated`` (the official code, and the reported numbers): t = n-1, ..., 1 on the *training*
-          schedule's indices, stepping t -> t-1, then the y0 step at t = 0. The start y = y_hat + N(0, I)
-          does not match the forward marginal at t = n-1 < T-1: that is what the code does.
-        - ``respaced`` / ``ddim``: n evenly spaced indices from 0 to T-1, stepping between neighbours with
-          the respaced alphas (ab_t / ab_prev), so the chain starts where the forward process ends.
+        - ``truncated`` (the official code, what the reported numbers came from): t = n-1, ..., 1 on the
+          training schedule's indices, stepping t -> t-1, then the y0 step at t = 0. The start y = y_hat + N(0, I)
+          matches the forward marginal only when n = T.
+        - ``respaced`` / ``ddim``: n evenly spaced indices from T-1 to 0, stepping between neighbours with the
+          respaced alphas, so the chain starts where the forward process ends.
         """
         if kind not in SAMPLERS:
             raise HarnessError(f"sampler must be one of {', '.join(SAMPLERS)}; found {kind!r}")
-        T = self.timesteps
-        if not 1 <= n <= T:
-            raise HarnessError(f"test_timesteps must be in [1, {T}] (the training schedule's length); found {n}")
-        ab = self.alpha_bars.tolist()
-        if kind == "truncated":
-            grid = list(range(n))
-        else:
-            grid = sorted({int(round(v)) for v in np.linspace(0, T - 1, n)})
-        out = [Step(grid[i], ab[grid[i]], ab[grid[i - 1]]) for i in range(len(grid) - 1, 0, -1)]
-        out.append(Step(grid[0], ab[grid[0]], None))
-        return out
+        if not 1 <= n <= self.timesteps:
+            raise HarnessError(f"test_timesteps must be in [1, {self.timesteps}] (the training schedule's length); "
+                               f"found {n}")
+        grid = D.leading_timesteps(self.timesteps, n) if kind == "truncated" else D.respace(self.timesteps, n)
+        grid = grid.tolist()
+        return [Step(t, s) for t, s in zip(grid, grid[1:])] + [Step(grid[-1], None)]
 
+    def sample(self, eps_fn: Callable[[torch.Tensor, int], torch.Tensor], prior: torch.Tensor, steps: list[Step],
+               noise: torch.Tensor, *, ddim: bool = False, eta: float = 0.0) -> torch.Tensor:
+        """Run the reverse chain for a batch: y_T = y_hat + noise[:, 0], then for step i the CARD posterior
+        draw (or the DDIM step) with noise[:, i + 1], and the y0 estimate at the last step (no noise added).
 
-def predict_y0(y_t: torch.Tensor, prior: torch.Tensor, eps: torch.Tensor, ab_t: float) -> torch.Tensor:
-    """y0 estimate from the predicted noise (the forward process solved for y0)."""
-    return (y_t - (1 - math.sqrt(ab_t)) * prior - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t)
+        ``eps_fn(y_t, t)`` is the denoiser at one timestep index for the whole batch; ``noise`` is
+        (N, len(steps), C). The chain's state stays in float32 (float64 coefficients)."""
+        if noise.shape[1] < len(steps):
+            raise HarnessError(f"the chain needs {len(steps)} noise draws per sample; found {noise.shape[1]}")
+        y = prior + noise[:, 0]
+        for i, step in enumerate(steps):
+            a_t, s_t = self.alpha_sigma(step.t)
+            eps = eps_fn(y, step.t).to(prior.dtype)
+            y0 = D.prior_eps_to_y0(y, eps, prior, a_t, s_t)
+            if step.s is None:
+                return y0
+            a_s, s_s = self.alpha_sigma(step.s)
+            z = noise[:, i + 1]
+            if ddim:
+                y = D.prior_ddim_step(y, eps, prior, a_t, s_t, a_s, s_s, eta=eta, noise=z)
+            else:
+                y = D.prior_ancestral_step(y, y0, prior, a_t, s_t, a_s, s_s, noise=z)
+        raise HarnessError("the reverse chain needs at least one step")
 
 
 # =============================================================================================
@@ -183,22 +165,16 @@ class Encoder(nn.Module):
 def select_rois(saliency: torch.Tensor, k: int) -> torch.Tensor:
     """GMIC-style ROI selection on class saliency maps (N, C, h, w) -> cells (N, k, 2) as (row, col).
 
-    Each class map is min-max normalised, the maps are summed into one map A, then k times: take the
-    argmax cell of A and remove it (the code zeroes it; we set it to -inf so that a cell is never taken
-    twice even when the rest of A is zero). The crop window is one cell (32 px at 224 / 7)."""
+    Each class map is min-max normalised and the maps are summed into one map A; then k times the argmax
+    cell of A is taken and removed, i.e. the top-k cells of A (a cell is never taken twice). The crop window
+    is one cell (32 px at 224 / 7)."""
     n, _, h, w = saliency.shape
     if not 1 <= k <= h * w:
         raise HarnessError(f"num_crops must be in [1, {h * w}] for a {h}x{w} saliency map; found {k}")
     s = saliency.detach().flatten(2)
     lo, hi = s.min(2, keepdim=True).values, s.max(2, keepdim=True).values
     a = ((s - lo) / (hi - lo).clamp_min(1e-12)).sum(1)  # (N, h*w)
-    cells = []
-    rows = torch.arange(n, device=a.device)
-    for _ in range(k):
-        idx = a.argmax(1)
-        cells.append(idx)
-        a[rows, idx] = float("-inf")
-    flat = torch.stack(cells, 1)
+    flat = a.topk(k, dim=1).indices
     return torch.stack([flat // w, flat % w], 2)
 
 
@@ -238,16 +214,13 @@ class GatedAttentionMIL(nn.Module):
 class DCG(nn.Module):
     """Global branch -> saliency S and logits y_g; ROIs -> local branch -> logits y_l.
 
-    With ``local=False`` (ablation C1) only the global branch exists: a plain classifier (a backbone,
-    global average pooling and a bias-free linear layer, since the mean of a 1x1 conv is the 1x1 conv
-    of the mean)."""
+    With ``local=False`` (ablation C1) only the global branch exists: a plain classifier (a backbone, global
+    average pooling and a bias-free linear layer, since the mean of a 1x1 conv is the 1x1 conv of the mean)."""
 
     def __init__(self, *, num_classes: int, in_chans: int, image_size: int, global_backbone: str,
                  local_backbone: str, pretrained: bool, num_crops: int, crop_size: int, crop_channels: str,
                  attention_dim: int, local: bool = True):
         super().__init__()
-        if crop_channels not in ("first", "all"):
-            raise HarnessError(f"crop_channels must be 'first' or 'all'; found {crop_channels!r}")
         if not 1 <= crop_size <= image_size:
             raise HarnessError(f"crop size must be in [1, {image_size}] px; found {crop_size} (check crop_fraction)")
         self.global_encoder = Encoder(global_backbone, in_chans=in_chans, image_size=image_size, pretrained=pretrained)
@@ -261,6 +234,7 @@ class DCG(nn.Module):
             local_in = 3 if crop_channels == "first" else in_chans
             self.local_encoder = Encoder(local_backbone, in_chans=local_in, image_size=image_size,
                                          pretrained=pretrained)
+            self.pretrained_loaded = self.pretrained_loaded and self.local_encoder.pretrained_loaded
             dim = self.local_encoder.num_features
             self.attention = GatedAttentionMIL(dim, attention_dim)
             self.local_head = nn.Linear(dim, num_classes, bias=False)
@@ -291,6 +265,17 @@ def priors(dcg: DCG, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if dcg.local:
         p["local"] = torch.softmax(out["y_local"], 1)
     return p
+
+
+class Prior(nn.Module):
+    """Images -> the DCG's fused prior y_hat (what the chain starts from; also the prior as a classifier)."""
+
+    def __init__(self, dcg: DCG):
+        super().__init__()
+        self.dcg = dcg
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.dcg.fused_logits(self.dcg(x)).float(), 1)
 
 
 # =============================================================================================
@@ -350,72 +335,78 @@ def mmd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return kernel(a, a).mean() + kernel(b, b).mean() - 2 * kernel(a, b).mean()
 
 
-def diffusion_loss(denoiser: Denoiser, schedule: CardSchedule, e: torch.Tensor, y0: torch.Tensor,
+def diffusion_loss(denoiser: Denoiser, diffusion: LabelDiffusion, e: torch.Tensor, y0: torch.Tensor,
                    prior: dict[str, torch.Tensor], t: torch.Tensor, noise: torch.Tensor,
                    mmd_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
     """||eps - eps_theta(y_t^fused)||^2 + lambda [MMD(eps, eps_theta(y_t^global)) + MMD(eps, eps_theta(y_t^local))].
     One eps is shared by the branches; ``mmd_weight = 0`` (C1, C2) drops the branch terms."""
     fused = prior["fused"]
-    mse = (noise - denoiser(e, schedule.q_sample(y0, fused, t, noise), fused, t)).square().mean()
+    mse = (noise - denoiser(e, diffusion.q_sample(y0, fused, t, noise), fused, t)).square().mean()
     parts = {"mse": float(mse.detach())}
     loss = mse
     if mmd_weight > 0:
         reg = 0.0
         for branch in ("global", "local"):
             p = prior[branch]
-            reg = reg + mmd(noise, denoiser(e, schedule.q_sample(y0, p, t, noise), p, t))
+            reg = reg + mmd(noise, denoiser(e, diffusion.q_sample(y0, p, t, noise), p, t))
         loss = mse + mmd_weight * reg
         parts["mmd"] = float(reg.detach())
     return loss, parts
 
 
 # =============================================================================================
-# 6. Inference (paper Sec. 2.3), uncertainty and explanations
+# 6. Inference (paper Sec. 2.3): the predictor module
 # =============================================================================================
 
 
-def sample_y0(denoiser: Denoiser, e: torch.Tensor, prior: torch.Tensor, steps: list[Step], *, ddim: bool = False,
-              eta: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Run the reverse chain for a whole batch at once: y_T = y_hat + N(0, I), then CARD (or DDIM) steps,
-    and the y0 estimate at the last step (no added noise). The chain's state stays in float32; the denoiser
-    runs in the dtype of ``e`` (bfloat16 when the predictor was built with ``dtype=torch.bfloat16``)."""
-    y = prior + torch.randn(prior.shape, generator=generator, device=prior.device, dtype=prior.dtype)
-    prior_in = prior.to(e.dtype) if e is not None else prior
-    for step in steps:
-        t = torch.full((1,), step.t, device=prior.device, dtype=torch.long)
-        eps = denoiser(e, y.to(prior_in.dtype), prior_in, t).to(prior.dtype)
-        y0 = predict_y0(y, prior, eps, step.ab_t)
-        if step.ab_prev is None:
-            return y0
-        z = torch.randn(prior.shape, generator=generator, device=prior.device, dtype=prior.dtype)
-        if ddim:
-            sigma = eta * math.sqrt((1 - step.ab_prev) / (1 - step.ab_t) * (1 - step.ab_t / step.ab_prev))
-            y = (math.sqrt(step.ab_prev) * y0 + (1 - math.sqrt(step.ab_prev)) * prior
-                 + math.sqrt(max(1 - step.ab_prev - sigma**2, 0.0)) * eps + sigma * z)
-        else:
-            g0, g1, g2, beta_tilde = posterior_coefficients(step.ab_t, step.ab_prev)
-            y = g0 * y0 + g1 * y + g2 * prior + math.sqrt(beta_tilde) * z
-    raise HarnessError("sample_y0 needs at least one step")
+def chain_noise(x: torch.Tensor, seed: int, chains: int, steps: int, num_classes: int) -> torch.Tensor:
+    """The chains' noise, seeded per image (a hash of the image and the trial seed): (N * chains, steps, C).
+    An image gets the same noise in any batch, at any position, and chain c's noise does not depend on how
+    many chains run (chain 0, the paper's one chain, is the same with or without the uncertainty chains)."""
+    noise = D.per_sample_noise(D.content_seeds(x, seed), (chains, steps, num_classes))
+    return noise.flatten(0, 1).to(x.device)
+
+
+def readout(y0: torch.Tensor, readout: str, votes: int, temperature: float,
+            uncertainty_chains: int) -> dict[str, torch.Tensor]:
+    """Label samples y0 (N, S, C) -> {"probs", "uncertainty"}.
+
+    ``argmax`` (the code): the class is argmax y0 of chain 0 and probs = softmax(y0 / tau) (tau fitted on
+    validation by ``train.py``). ``vote`` (CARD): per chain the class whose y0 is closest to 1 (the argmax of
+    CARD's softmax(-(y0 - 1)^2 / tau), for any tau), majority vote over ``votes`` chains; probs are the vote
+    shares. ``uncertainty`` = 1 - the share of the most frequent label over the first ``uncertainty_chains``
+    chains (0 with one chain)."""
+    num_classes = y0.shape[-1]
+    if readout == "argmax":
+        labels = y0.argmax(-1)
+        probs = torch.softmax(y0[:, 0] / temperature, 1)
+    else:
+        labels = (y0 - 1).square().argmin(-1)
+        probs = F.one_hot(labels[:, :votes], num_classes).float().mean(1)
+    u = max(uncertainty_chains, 1)
+    top = F.one_hot(labels[:, :u], num_classes).float().mean(1).max(1).values
+    return {"probs": probs, "uncertainty": 1.0 - top}
 
 
 class DiffMICClassifier(nn.Module):
     """Images -> {"probs", "uncertainty"}.
 
-    The DCG prior and the image feature are computed once per image; ``chains`` reverse chains per image
-    run together as one batch. ``readout="argmax"`` (the code): the class is argmax y0 of chain 0 and
-    probs = softmax(y0 / tau). ``readout="vote"`` (CARD): per chain p = softmax(-(y0 - 1)^2 / tau), the
-    class is the majority vote over ``votes`` chains; probs are the vote shares (ties broken by mean p).
-    ``uncertainty`` = 1 - (share of the most frequent label) over the chains (0 with a single chain)."""
+    The DCG prior and the image feature are computed once per image; the reverse chains of all images of a
+    batch run together, each image's noise seeded by the image itself (``chain_noise``). ``chains`` is 1 (the
+    paper's readout) unless ``readout="vote"`` or ``uncertainty_chains`` asks for more."""
 
-    def __init__(self, dcg: DCG, denoiser: Denoiser, schedule: CardSchedule, *, test_timesteps: int,
+    def __init__(self, dcg: DCG, denoiser: Denoiser, diffusion: LabelDiffusion, *, test_timesteps: int,
                  sampler: str = "truncated", ddim_eta: float = 0.0, readout: str = "argmax", votes: int = 100,
-                 temperature: float = 0.1, uncertainty_chains: int = 0, seed: int = 0,
+                 temperature: float = 1.0, uncertainty_chains: int = 0, seed: int = 0,
                  channels_last: bool = False, dtype: torch.dtype = torch.float32):
         super().__init__()
         if readout not in READOUTS:
             raise HarnessError(f"readout must be one of {', '.join(READOUTS)}; found {readout!r}")
-        self.dcg, self.denoiser = dcg, denoiser
-        self.steps = schedule.steps(test_timesteps, sampler)
+        self.settings = dict(test_timesteps=test_timesteps, sampler=sampler, ddim_eta=ddim_eta, readout=readout,
+                             votes=votes, temperature=temperature, uncertainty_chains=uncertainty_chains, seed=seed,
+                             channels_last=channels_last, dtype=dtype)
+        self.dcg, self.denoiser, self.diffusion = dcg, denoiser, diffusion
+        self.steps = diffusion.steps(test_timesteps, sampler)
         self.ddim, self.eta = sampler == "ddim", ddim_eta
         self.readout, self.votes, self.temperature = readout, votes, temperature
         self.uncertainty_chains, self.seed = uncertainty_chains, seed
@@ -432,263 +423,32 @@ class DiffMICClassifier(nn.Module):
     def chains(self) -> int:
         return max(self.votes if self.readout == "vote" else 1, self.uncertainty_chains, 1)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    @property
+    def num_classes(self) -> int:
+        return self.denoiser.lin4.out_features
+
+    def label_samples(self, x: torch.Tensor) -> torch.Tensor:
+        """y0 of every chain: (N, chains, C) in float32."""
         n, s = x.shape[0], self.chains
+        noise = chain_noise(x, self.seed, s, len(self.steps), self.num_classes)
         x = x.to(self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        prior = torch.softmax(self.dcg.fused_logits(self.dcg(x)).float(), 1)
-        e = self.denoiser.image_feature(x)
-        generator = torch.Generator(device=x.device).manual_seed(self.seed)
-        y0 = sample_y0(self.denoiser, e.repeat_interleave(s, 0), prior.repeat_interleave(s, 0), self.steps,
-                       ddim=self.ddim, eta=self.eta, generator=generator).view(n, s, -1)
-        if self.readout == "argmax":
-            probs = torch.softmax(y0[:, 0] / self.temperature, 1)
-            labels = y0.argmax(-1)
-        else:
-            p = torch.softmax(-(y0 - 1).square() / self.temperature, -1)
-            labels = p.argmax(-1)
-            shares = F.one_hot(labels[:, : self.votes], y0.shape[-1]).float().mean(1)
-            probs = shares + 1e-3 * p[:, : self.votes].mean(1)
-            probs = probs / probs.sum(1, keepdim=True)
-        u = max(self.uncertainty_chains, 1)
-        top = F.one_hot(labels[:, :u], y0.shape[-1]).float().mean(1).max(1).values
-        return {"probs": probs, "uncertainty": 1.0 - top}
+        prior = torch.softmax(self.dcg.fused_logits(self.dcg(x)).float(), 1).repeat_interleave(s, 0)
+        e = self.denoiser.image_feature(x).repeat_interleave(s, 0)
+        prior_in = prior.to(self.dtype)
 
+        def eps_fn(y: torch.Tensor, t: int) -> torch.Tensor:
+            return self.denoiser(e, y.to(self.dtype), prior_in, torch.full((1,), t, dtype=torch.long, device=y.device))
 
-def _colormap(v: np.ndarray) -> np.ndarray:
-    """Jet-like colours for values in [0, 1]: (..., 3) uint8."""
-    rgb = np.stack([1.5 - np.abs(4 * v - 3), 1.5 - np.abs(4 * v - 2), 1.5 - np.abs(4 * v - 1)], -1)
-    return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+        y0 = self.diffusion.sample(eps_fn, prior, self.steps, noise, ddim=self.ddim, eta=self.eta)
+        return y0.view(n, s, -1)
 
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return readout(self.label_samples(x), self.readout, self.votes, self.temperature, self.uncertainty_chains)
 
-def make_explainer(module: DiffMICClassifier, mean, std, device: str, per_class: int, classes=()):
-    """``explain(images_uint8, labels, out_dir)``: for ``per_class`` images of each class, a PNG with
-    the image and the chosen ROI boxes (numbered by attention rank), the predicted class's saliency map,
-    and the summed min-max-normalised map the ROIs were picked from."""
-
-    def explain(images: np.ndarray, labels: np.ndarray, out_dir) -> list[Path]:
-        from PIL import Image, ImageDraw
-
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        picks = [i for c in np.unique(labels) for i in np.flatnonzero(labels == c)[:per_class]]
-        if not picks:
-            return []
-        x = normalise(to_uint8_tensor(images[picks]).to(device), mean, std).to(module.dtype)
-        module.eval()
-        with torch.inference_mode():
-            out = module.dcg(x)
-            pred = module(x)["probs"].argmax(1)
-        size = images.shape[1]
-        scale = max(1, 224 // size)
-        paths = []
-        for row, index in enumerate(picks):
-            img = images[index]
-            img = np.repeat(img, 3, -1) if img.shape[-1] == 1 else img[..., :3]
-            base = np.kron(img, np.ones((scale, scale, 1), dtype=np.uint8))
-            sal = out["saliency"][row : row + 1].float()  # (bfloat16 predictors: back to float32)
-            sal_pred = F.interpolate(sal[:, int(pred[row]) : int(pred[row]) + 1], size=(size, size), mode="bilinear",
-                                     align_corners=False)[0, 0]
-            flat = sal[0].flatten(1)
-            lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
-            summed = ((flat - lo) / (hi - lo).clamp_min(1e-12)).sum(0).view(1, 1, *sal.shape[-2:])
-            summed = F.interpolate(summed, size=(size, size), mode="nearest")[0, 0]
-            panels = []
-            for m in (None, sal_pred, summed):
-                if m is None:
-                    panels.append(base)
-                    continue
-                m = m.cpu().numpy()
-                m = (m - m.min()) / max(float(m.max() - m.min()), 1e-12)
-                heat = np.kron(_colormap(m), np.ones((scale, scale, 1), dtype=np.uint8))
-                panels.append((0.5 * base + 0.5 * heat).astype(np.uint8))
-            canvas = Image.fromarray(np.concatenate(panels, 1))
-            draw = ImageDraw.Draw(canvas)
-            if "corners" in out:
-                order = torch.argsort(out["attention"][row], descending=True).tolist()
-                crop = module.dcg.crop_size * scale
-                for rank, k in enumerate(order):
-                    top, left = (int(v) * scale for v in out["corners"][row, k])
-                    for p in range(3):
-                        x0 = left + p * size * scale
-                        draw.rectangle([x0, top, x0 + crop - 1, top + crop - 1],
-                                       outline=(255, 255, 0) if rank == 0 else (255, 0, 255), width=2)
-                        draw.text((x0 + 2, top + 1), str(rank + 1), fill=(255, 255, 255))
-            name = lambda c: classes[c] if c < len(classes) else str(c)  # noqa: E731
-            draw.text((3, 3), f"true {name(int(labels[index]))} / pred {name(int(pred[row]))}", fill=(255, 255, 255))
-            path = out_dir / f"diffmic_saliency_class{int(labels[index])}_test{int(index)}.png"
-            canvas.save(path)
-            paths.append(path)
-        return paths
-
-    return explain
-
-
-# =============================================================================================
-# 7. Training: fit for the Table 2 variants
-# =============================================================================================
-
-
-def fit(data, config, ctx) -> Predictor:
-    """Train the variant named by ``config.variant`` and return its predictor."""
-    if config.variant not in VARIANTS:
-        raise HarnessError(f"DiffMIC variant must be one of {', '.join(VARIANTS)}; found {config.variant!r}")
-    if config.variant == "basic":
-        return fit_basic(data, config, ctx)
-    return fit_diffusion(data, config, ctx)
-
-
-class _Classifier(nn.Module):
-    """The 'basic' row: the image encoder, global average pooling and a linear head."""
-
-    def __init__(self, encoder: Encoder, num_classes: int):
-        super().__init__()
-        self.encoder = encoder
-        self.head = nn.Linear(encoder.num_features, num_classes)
-
-    def forward(self, x):
-        return self.head(self.encoder(x).mean((2, 3)))
-
-
-def fit_basic(data, cfg, ctx) -> Predictor:
-    encoder = Encoder(cfg.encoder_backbone, in_chans=data.channels, image_size=data.size,
-                      pretrained=cfg.encoder_pretrained)
-    mean, std = normalisation(data.channels, encoder.pretrained_loaded)
-    model, _ = train_classifier(_Classifier(encoder, data.num_classes), data, cfg, ctx, mean=mean, std=std)
-    return Predictor(Softmax(model), mean=mean, std=std, device=ctx.device)
-
-
-class _PriorOnly(nn.Module):
-    """The DCG's fused prior as a classifier (a diagnostic reported next to the diffusion's score)."""
-
-    def __init__(self, dcg: DCG):
-        super().__init__()
-        self.dcg = dcg
-
-    def forward(self, x):
-        return {"probs": torch.softmax(self.dcg.fused_logits(self.dcg(x)), 1)}
-
-
-def _predict(module: nn.Module, images_u8: torch.Tensor, mean, std, device: str, batch_size: int = 256) -> np.ndarray:
-    module.eval()
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(images_u8), batch_size):
-            x = normalise(images_u8[start : start + batch_size].to(device), mean, std)
-            out.append(module(x)["probs"].float().cpu())
-    return torch.cat(out).numpy()
-
-
-def fit_diffusion(data, cfg, ctx) -> Predictor:
-    """C1 / C2 / full: DCG warm-up with cross-entropy, then joint training (one denoiser step, then one
-    DCG cross-entropy step on the same batch); the checkpoint kept is the best on validation Macro-F1."""
-    device, num_classes = ctx.device, data.num_classes
-    dcg = DCG(num_classes=num_classes, in_chans=data.channels, image_size=data.size,
-              global_backbone=cfg.dcg_backbone, local_backbone=cfg.local_backbone, pretrained=cfg.pretrained,
-              num_crops=cfg.num_crops, crop_size=max(1, round(cfg.crop_fraction * data.size)),
-              crop_channels=cfg.crop_channels, attention_dim=cfg.attention_dim,
-              local=cfg.variant != "c1").to(device)
-    encoder = Encoder(cfg.encoder_backbone, in_chans=data.channels, image_size=data.size,
-                      pretrained=cfg.encoder_pretrained)
-    denoiser = Denoiser(num_classes=num_classes, feature_dim=cfg.feature_dim, timesteps=cfg.timesteps,
-                        encoder=encoder).to(device)
-    schedule = CardSchedule.linear(cfg.timesteps, cfg.beta_start, cfg.beta_end)
-    mean, std = normalisation(data.channels, dcg.pretrained_loaded)
-    mmd_weight = cfg.mmd_weight if cfg.variant == "full" else 0.0
-
-    def classifier(uncertainty_chains: int, channels_last: bool = False, final: bool = False) -> DiffMICClassifier:
-        return DiffMICClassifier(dcg, denoiser, schedule, test_timesteps=cfg.test_timesteps, sampler=cfg.sampler,
-                                 ddim_eta=cfg.ddim_eta, readout=cfg.readout, votes=cfg.votes,
-                                 temperature=cfg.temperature, uncertainty_chains=uncertainty_chains, seed=ctx.seed,
-                                 channels_last=channels_last,
-                                 dtype=getattr(torch, cfg.inference_dtype) if final else torch.float32)
-
-    if cfg.inference_dtype not in ("float32", "bfloat16"):
-        raise HarnessError(f"inference_dtype must be float32 or bfloat16; found {cfg.inference_dtype!r}")
-    classifier(0)  # validate the inference settings before training
-    train_x = to_uint8_tensor(data.train.images)
-    train_y = torch.from_numpy(data.train.labels.astype(np.int64))
-    val_x, val_y = to_uint8_tensor(data.val.images), data.val.labels.astype(np.int64)
-    sampler = ctx.make_sampler(data.train.labels)
-    rng = np.random.default_rng(ctx.seed)
-    generator = torch.Generator().manual_seed(ctx.seed)
-    total_epochs = cfg.dcg_warmup_epochs + cfg.epochs
-
-    def batches(epoch: int):
-        order = torch.from_numpy(np.asarray(sampler.indices(epoch, total_epochs, rng), dtype=np.int64))
-        steps = max(1, math.ceil(len(order) / cfg.batch_size))
-        for step in range(steps):
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            if len(idx) < 2:
-                continue  # a batch of one breaks batch norm
-            x = augment(normalise(train_x[idx].to(device), mean, std), cfg, generator)
-            yield step / steps, x, train_y[idx].to(device)
-
-    dcg_optimizer = torch.optim.Adam(dcg.parameters(), lr=cfg.dcg_lr, amsgrad=True)
-
-    def dcg_step(out, y) -> float:
-        loss = F.cross_entropy(dcg.fused_logits(out), y)
-        dcg_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        dcg_optimizer.step()
-        return float(loss.detach())
-
-    # Stage 1: DCG warm-up with cross-entropy on the fused logits (code: 15 epochs, paper: 10).
-    for epoch in range(cfg.dcg_warmup_epochs):
-        dcg.train()
-        losses = [dcg_step(dcg(x), y) for _, x, y in batches(epoch)]
-        ctx.report(epoch=epoch + 1, stage="dcg_warmup", dcg_loss=float(np.mean(losses)))
-
-    # Stage 2: the denoiser, trained jointly with the DCG.
-    optimizer = make_optimizer(denoiser.parameters(), cfg)
-    base_lr = cfg.lr
-    best_score, best_state = -1.0, None
-    for epoch in range(cfg.epochs):
-        dcg.train()
-        denoiser.train()
-        sums: dict[str, float] = {}
-        count = 0
-        for frac, x, y in batches(cfg.dcg_warmup_epochs + epoch):
-            for group in optimizer.param_groups:
-                group["lr"] = base_lr * lr_factor(cfg, epoch + frac)
-            out = dcg(x)
-            with torch.no_grad():
-                prior = priors(dcg, out)  # detached: the denoiser loss never reaches the DCG
-            e = denoiser.image_feature(x)  # once for the three branches
-            y0 = F.one_hot(y, num_classes).float()
-            if cfg.noise_draws > 1:  # several (t, eps) pairs per image for one pass of the encoders
-                e, y0 = e.repeat(cfg.noise_draws, 1), y0.repeat(cfg.noise_draws, 1)
-                prior = {k: v.repeat(cfg.noise_draws, 1) for k, v in prior.items()}
-            t = antithetic_timesteps(len(y0), cfg.timesteps, generator, device)
-            noise = torch.randn(len(y0), num_classes, generator=generator).to(device)
-            loss, parts = diffusion_loss(denoiser, schedule, e, y0, prior, t, noise, mmd_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(denoiser.parameters(), cfg.grad_clip)
-            optimizer.step()
-            parts["dcg_loss"] = dcg_step(out, y)
-            parts["loss"] = float(loss.detach())
-            for key, value in parts.items():
-                sums[key] = sums.get(key, 0.0) + value
-            count += 1
-        record = {"epoch": cfg.dcg_warmup_epochs + epoch + 1, "stage": "joint",
-                  **{k: v / max(count, 1) for k, v in sums.items()}, "lr": optimizer.param_groups[0]["lr"]}
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            probs = _predict(classifier(0), val_x, mean, std, device)
-            score = ctx.score(val_y, probs)[ctx.headline_metric]
-            record.update(val_macro_f1=score, val_accuracy=float((probs.argmax(1) == val_y).mean()),
-                          val_prior_macro_f1=ctx.score(val_y, _predict(_PriorOnly(dcg), val_x, mean, std, device))["macro_f1"])
-            if score > best_score:
-                best_score = score
-                best_state = (copy.deepcopy(dcg.state_dict()), copy.deepcopy(denoiser.state_dict()))
-        ctx.report(**record)
-    if best_state is not None:
-        dcg.load_state_dict(best_state[0])
-        denoiser.load_state_dict(best_state[1])
-    module = classifier(cfg.uncertainty_chains, channels_last=device == "cpu", final=True).eval()
-    explain = make_explainer(module, mean, std, device, cfg.explain_per_class, data.classes) \
-        if cfg.explain_per_class > 0 else None
-    return Predictor(module, mean=mean, std=std, device=device, exportable=False, explain=explain,
-                     batch_size=max(1, min(256, 2048 // module.chains)))
+    def variant(self, **settings) -> DiffMICClassifier:
+        """The same networks (shared, not copied) with some settings changed, e.g. ``uncertainty_chains=0``
+        (one chain: the paper's cost) or a fitted ``temperature``."""
+        other = DiffMICClassifier(self.dcg, self.denoiser, self.diffusion, **{**self.settings, **settings})
+        return other.train(self.training)

@@ -13,6 +13,13 @@ rows in their tables). Two stages, both on the *training split only*:
    differentiably so the generator's gradient passes through them. The generator works at the smallest
    power of two >= the data size (at least 16 px) and its output is resized to the data size, so any
    channel count (1 or 3) and any size >= 16 px works.
+   The adversarial updates run in the shared loop (``harness.toolkit.training.train_loop``, its ``update=``
+   form: one discriminator and one generator step per batch, batches drawn uniformly from the training
+   split whatever the experiment's sampler), reported as the trial's ``gan`` stage. Batch norm in the
+   generator normalises with batch statistics while it trains; so that sampling matches, the generator's
+   statistics are then set to the average batch statistics of training-like batches ("standing
+   statistics", Brock et al. 2019) and every sample is drawn with those, so an image does not depend on
+   the other classes in its sampling batch.
 2. ResNet-18 is trained with the shared supervised loop (``harness.toolkit.training.train_classifier``); through
    its ``extra_batches(epoch)`` hook every epoch's training set gets, for each class c,
    ``max(0, ceil(balance * n_max) - n_c)`` generated images of class c, where ``n_max`` is the majority
@@ -28,10 +35,10 @@ epoch (the offline-synthesis protocol of most papers).
 Artefacts: ``gan_samples.png`` (one row per class, in class order, generated after GAN training) and
 ``gan_history.json`` (the GAN's losses every few steps, and the top-up counts).
 
-Profiles: ``smoke`` (seconds, for tests); ``cpu`` (a narrow GAN, 300 steps of batch 32, then 6 classifier
-epochs with the minority classes topped up to a quarter of the majority count; on the synthetic default
-that is 6 passes over the training split plus the top-up, and a GAN about a tenth of that cost, against
-``resnet``'s 12 passes; measured times in benchmarks/README.md "GAN augmentation (issue 5)");
+Profiles: ``smoke`` (seconds, for tests); ``cpu`` (a narrow GAN, 300 steps of batch 32, then the classifier
+with ``resnet``'s cpu budget, 108 steps of batch 128, and the minority classes topped up to a quarter of
+the majority count; on ``synthetic`` the classifier has ``resnet``'s 27 steps there; measured times in
+benchmarks/README.md "GAN augmentation");
 ``paper`` (a wider GAN trained for 20k steps with a 64 px generator, Adam 2e-4 / betas (0.5, 0.999) as
 in DCGAN and DiffAugment's low-data setting, the classifier as MedMNIST v2's ResNet-18 with every class
 topped up to the majority count; run with ``--set dataset.size=64`` or larger for the 64-128 px setting).
@@ -39,15 +46,13 @@ topped up to the majority count; run with ``--set dataset.size=64`` or larger fo
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import numpy as np
-
-from harness import HarnessError, MethodSpec, hookimpl
+from harness import MethodSpec, hookimpl
+from harness.contract.specs import check_range
 from harness.toolkit.training_config import TrainConfig
 
-DIFFAUGMENT_OPS = ("color", "translation", "cutout")
+DIFFAUGMENT_OPS = ("color", "translation", "cutout")  # the operations of model.DIFFAUGMENT
 
 
 @dataclass(frozen=True)
@@ -70,39 +75,38 @@ class GanAugConfig(TrainConfig):
     beta2: float = 0.999
     diffaugment: str = "color,translation,cutout"  # comma-separated subset of color, translation, cutout
     gan_min_size: int = 16  # the generator works at the smallest power of two >= max(size, gan_min_size)
+    standing_batches: int = 16  # batches of gan_batch_size averaged for the generator's standing statistics
     grid_per_class: int = 8  # samples per row of gan_samples.png
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_range("balance", self.balance, low=0.0)
+        for name in ("latent_dim", "g_width", "d_width", "gan_steps", "standing_batches", "grid_per_class"):
+            check_range(name, getattr(self, name), low=1)
+        check_range("gan_batch_size", self.gan_batch_size, low=2)
+        check_range("g_lr", self.g_lr, low=0.0, low_open=True)
+        check_range("d_lr", self.d_lr, low=0.0, low_open=True)
+        check_range("beta1", self.beta1, low=0.0, high=0.999999)
+        check_range("beta2", self.beta2, low=0.0, high=0.999999)
+        check_range("gan_min_size", self.gan_min_size, low=16)
+        self.diffaugment_ops()
 
-def topup_counts(labels: np.ndarray, num_classes: int, balance: float) -> np.ndarray:
-    """Synthetic images per class so that every class reaches ``ceil(balance * majority count)``.
-
-    A class absent from the training split gets none (the GAN has never seen it).
-
-    >>> topup_counts(np.array([0, 0, 0, 0, 1, 2, 2]), 4, 1.0).tolist()
-    [0, 3, 2, 0]
-    """
-    if balance < 0:
-        raise HarnessError(f"gan-aug: balance must be >= 0 (a fraction of the majority count); found {balance}")
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
-    target = math.ceil(balance * counts.max() - 1e-9) if len(counts) else 0
-    return np.where(counts > 0, np.maximum(target - counts, 0), 0).astype(np.int64)
-
-
-def diffaugment_ops(policy: str) -> tuple[str, ...]:
-    """``"color,translation"`` -> ``("color", "translation")``, checked against the known operations."""
-    ops = tuple(p.strip() for p in policy.split(",") if p.strip())
-    unknown = [op for op in ops if op not in DIFFAUGMENT_OPS]
-    if unknown:
-        raise HarnessError(f"gan-aug: diffaugment policy {policy!r} has unknown operations {unknown}; "
-                           f"use a comma-separated subset of {', '.join(DIFFAUGMENT_OPS)} (or '' for none)")
-    return ops
+    def diffaugment_ops(self) -> tuple[str, ...]:
+        """``diffaugment`` as a tuple of operations, e.g. ``("color", "translation")``; unknown ones are an error."""
+        ops = tuple(p.strip() for p in self.diffaugment.split(",") if p.strip())
+        unknown = [op for op in ops if op not in DIFFAUGMENT_OPS]
+        if unknown:
+            raise ValueError(f"diffaugment {self.diffaugment!r} has unknown operations {unknown}; use a "
+                             f"comma-separated subset of {', '.join(DIFFAUGMENT_OPS)} (or '' for none)")
+        return ops
 
 
 PROFILES = {
     "smoke": {"epochs": 1, "batch_size": 64, "balance": 0.5, "latent_dim": 32, "g_width": 16, "d_width": 16,
               "gan_steps": 20, "gan_batch_size": 32, "grid_per_class": 4},
-    "cpu": {"epochs": 6, "batch_size": 64, "lr": 2e-3, "balance": 0.25, "latent_dim": 64, "g_width": 16,
-            "d_width": 32, "gan_steps": 300, "gan_batch_size": 32},
+    # the classifier has resnet's cpu budget (plugins/baselines: 108 steps of batch 128; 27 on synthetic)
+    "cpu": {"steps": 108, "min_epochs": 2, "batch_size": 128, "lr": 2e-3, "balance": 0.25, "latent_dim": 64,
+            "g_width": 16, "d_width": 32, "gan_steps": 300, "gan_batch_size": 32},
     "paper": {"epochs": 100, "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
               "schedule": "multistep", "milestones": (50, 75), "balance": 1.0, "latent_dim": 128,
               "g_width": 64, "d_width": 64, "gan_steps": 20000, "gan_batch_size": 64, "gan_min_size": 64},
@@ -127,5 +131,6 @@ def register_methods(register):
         config=GanAugConfig,
         fit="plugins.gan_aug.train:fit",
         profiles=PROFILES,
+        dataset_profiles={"cpu": {"synthetic": {"steps": 27}}},  # as resnet's
         search_space=SEARCH_SPACE,
     ))

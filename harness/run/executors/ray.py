@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.contract.result import STATUS_FAILED, STATUS_INTERRUPTED
 from harness.errors import HarnessError
 from harness.run.executors.base import RunSummary, progress_metrics
 from harness.run.settings import ENV_CACHE_DIR, RunSettings
@@ -188,24 +189,36 @@ def numeric(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool, str)) or v is None}
 
 
-def _trainable(config: dict, *, trials: dict, settings: RunSettings, sys_paths: list[str],
+def _trainable(config: dict, *, trials: dict, decisions: dict, settings: RunSettings, sys_paths: list[str],
                env: dict[str, str]) -> None:
     prepare_worker(sys_paths, env)
     from ray import tune
 
     from harness.run.runner import run_trial
+    from harness.store import StoreError, TrialSkipped
 
-    trial = Trial.from_dict(trials[config["trial"]])
+    key = config["trial"]
+    trial = Trial.from_dict(trials[key])
 
     def reporter(**metrics: Any) -> None:
         tune.report(numeric(metrics))
 
-    result = run_trial(trial, settings, reporter=reporter)
+    try:
+        result = run_trial(trial, settings, reporter=reporter, decision=decisions.get(key))
+    except TrialSkipped as exc:  # another process holds the trial, or finished it meanwhile
+        tune.report({"trial_status": SKIPPED, "trial_key": key, "reason": str(exc)})
+        return
+    except StoreError as exc:  # the runs folder cannot be written: the driver stops the command
+        tune.report({"trial_status": STORE_ERROR, "trial_key": key, "reason": str(exc)})
+        return
     final = {"trial_status": result.status, "trial_key": trial.key}
     for name, value in result.metrics.items():
         if value is not None:
             final[f"test_{name}"] = value
     tune.report(final)
+
+
+SKIPPED, STORE_ERROR = "skipped", "store-error"  # a trainable's final trial_status besides a result's status
 
 
 # -------------------------------------------------------------------------------------- running
@@ -215,28 +228,67 @@ def plugin_env() -> dict[str, str]:
     return {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What Ray says about one submitted trial: its trainable's final ``trial_status`` (None: it never reported
+    one: stopped or never started), the reason of a skip or store error, Ray's error (a worker that died) and
+    Ray's folder for the trial (its logs)."""
+
+    status: str | None = None
+    reason: str = ""
+    error: str | None = None
+    ray_dir: str | None = None
+    node: str | None = None
+
+
 def run_ray(trials: list[Trial], settings: RunSettings, options: RayOptions | None = None, *,
             out=None) -> RunSummary:
-    """Run ``trials`` as Ray Tune trials; skip those already done; return what happened."""
+    """Run ``trials`` as Ray Tune trials; skip those already done (:mod:`harness.run.resume`); return what
+    happened. Ctrl-C (or a worker that cannot write the runs folder) ends with ``summary.stopped`` set; a
+    trial whose worker died without writing its result gets a ``failed`` result saying so."""
+    from harness.run.resume import BUSY, UNVERIFIED, ResumeCheck
+    from harness.run.runner import cached_plugins, record_unfinished
+
     out = out or sys.stdout
     options = options or RayOptions()
     check_address(options.address)  # a wrong address is an error even when nothing is left to run
     summary = RunSummary()
     runs_dir = Path(settings.runs_dir)
-    pending: list[Trial] = []
-    seen: set[str] = set()
-    for trial in trials:
-        if ResultStore(runs_dir / trial.experiment).is_done(trial.key):
-            summary.skipped.append(trial.key)
-        elif trial.key not in seen:
-            seen.add(trial.key)
-            pending.append(trial)
     if options.storage is not None:
         storage = Path(options.storage).expanduser().resolve()
         for root in {(runs_dir / t.experiment).expanduser().resolve() for t in trials}:
             if storage == root or root in storage.parents:
                 raise HarnessError(f"--ray-storage {options.storage} is inside the result folder {root}; Ray's own "
                                    f"result files would mix with the harness's. Put it elsewhere.")
+    _, registry = cached_plugins(tuple(settings.plugins), tuple(settings.blocked))
+    check = ResumeCheck(settings, registry)
+    pending: list[Trial] = []
+    decisions: dict[str, Any] = {}
+    before: dict[str, str | None] = {}  # the stored result's start time at submission (None: none)
+    try:
+        for trial in trials:
+            if trial.key in decisions:
+                continue
+            decision = decisions[trial.key] = check.decide(trial)
+            if decision.state == BUSY:
+                summary.busy[trial.key] = decision.reason
+                print(f"  skipped {trial.label()}: {decision.reason}", file=out, flush=True)
+            elif not decision.runs:
+                summary.skipped.append(trial.key)
+                if decision.state == UNVERIFIED:
+                    summary.unverified.append(trial.key)
+                    print(f"  warning: {trial.label()}: {decision.reason}", file=out, flush=True)
+            else:
+                pending.append(trial)
+                stored, _ = check.store(trial).read(trial.key)
+                before[trial.key] = stored.started if stored is not None else None
+                if decision.reason:
+                    summary.rerun[trial.key] = decision.reason
+                    print(f"  runs again: {trial.label()}: {decision.reason}", file=out, flush=True)
+    except KeyboardInterrupt:
+        summary.interrupted, summary.stopped = True, "interrupted (Ctrl-C) while checking stored results"
+        summary.not_run = [t.key for t in trials if t.key not in {*summary.skipped, *summary.busy}]
+        return summary
     print(f"ray: {len(summary.skipped)} trial(s) done already, {len(pending)} to submit", file=out, flush=True)
     if not pending:
         return summary  # nothing to do: Ray is not even imported
@@ -246,37 +298,67 @@ def run_ray(trials: list[Trial], settings: RunSettings, options: RayOptions | No
         device = "cpu"  # a trial without a GPU share must not grab one
     worker_settings = absolute_settings(settings, threads=settings.threads or options.threads, device=device)
     started_here = connect(options.address)
+    outcomes: dict[str, Outcome] = {}
     try:
-        errors = _fit(pending, worker_settings, options, out)
+        outcomes = _fit(pending, {t.key: decisions[t.key] for t in pending}, worker_settings, options, out)
+    except KeyboardInterrupt:  # a second Ctrl-C: Ray Tune's graceful stop was cut short
+        summary.interrupted = True
     finally:
         if started_here:
             import ray
 
             ray.shutdown()
     for trial in pending:
-        result = ResultStore(Path(worker_settings.runs_dir) / trial.experiment).load_result(trial.key)
-        if result is not None and result.ok:
+        outcome = outcomes.get(trial.key, Outcome())
+        if outcome.status == SKIPPED:
+            summary.busy[trial.key] = outcome.reason
+            print(f"  skipped {trial.label()}: {outcome.reason}", file=out)
+            continue
+        if outcome.status == STORE_ERROR:
+            summary.stopped = outcome.reason
+        result, _ = ResultStore.of(worker_settings.runs_dir, trial.experiment).read(trial.key)
+        fresh = result is not None and result.started != before[trial.key]  # written by this command's attempt
+        if fresh and result.ok:
             summary.ok.append(trial.key)
             print(f"  ok      {trial.label()}  in {result.total_seconds or 0:.1f}s  "
                   f"{progress_metrics(result, settings)}", file=out)
-        else:
+            continue
+        if fresh and result.status != STATUS_INTERRUPTED:
             summary.failed.append(trial.key)
-            error = ((result.error if result is not None else None) or errors.get(trial.key)
-                     or "not finished (interrupted?): run the same command again to resume")
+            summary.errors[trial.key] = result.error or ""
+            print(f"  FAILED  {trial.label()}: {result.error}", file=out)
+            continue
+        if outcome.error is not None and not fresh:  # the worker died before run_trial could record anything
+            error = (f"the Ray worker running this trial ended before it recorded a result: {outcome.error}"
+                     + (f" (Ray's logs for it: {outcome.ray_dir})" if outcome.ray_dir else ""))
+            details = {k: v for k, v in (("ray_trial_dir", outcome.ray_dir), ("node", outcome.node)) if v}
+            record_unfinished(trial, worker_settings, status=STATUS_FAILED, error=error, details=details)
+            summary.failed.append(trial.key)
             summary.errors[trial.key] = error
             print(f"  FAILED  {trial.label()}: {error}", file=out)
+            continue
+        # never reported an end: stopped by Ctrl-C (recorded as interrupted if it had started) or never started
+        summary.interrupted = True
+        if not fresh:
+            record_unfinished(trial, worker_settings, status=STATUS_INTERRUPTED,
+                              error="stopped (Ctrl-C) before it finished; run the same command again to resume")
+        summary.not_run.append(trial.key)
+    if summary.interrupted:
+        summary.stopped = "interrupted (Ctrl-C)"
     out.flush()
     return summary
 
 
-def _fit(pending: list[Trial], settings: RunSettings, options: RayOptions, out) -> dict[str, str]:
-    """Submit ``pending`` to Ray Tune and wait; returns Ray-level errors by trial key (a trial whose
-    worker died before ``run_trial`` could record anything)."""
+def _fit(pending: list[Trial], decisions: dict[str, Any], settings: RunSettings, options: RayOptions,
+         out) -> dict[str, Outcome]:
+    """Submit ``pending`` to Ray Tune and wait; returns what Ray says about each trial, by key. On Ctrl-C Ray
+    Tune stops its trials and returns (a trial that never reported its end has ``Outcome.status`` None)."""
     from ray import tune
 
     trainable = tune.with_parameters(
         _trainable,
         trials={t.key: t.to_dict() for t in pending},
+        decisions=decisions,
         settings=settings,
         sys_paths=worker_sys_paths([*settings.plugins, *_env_plugins()]),
         env=plugin_env(),
@@ -303,11 +385,16 @@ def _fit(pending: list[Trial], settings: RunSettings, options: RayOptions, out) 
     print(f"ray: submitting {len(pending)} trial(s), {options.resources} each; Ray state under "
           f"{run_config.storage_path or '~/ray_results'}/{name}", file=out, flush=True)
     grid = tuner.fit()
-    errors: dict[str, str] = {}
+    outcomes: dict[str, Outcome] = {}
     for result in grid:
-        if result.error is not None and result.config:
-            errors[result.config["trial"]] = f"{type(result.error).__name__}: {result.error}"
-    return errors
+        if not result.config:
+            continue
+        metrics = result.metrics or {}
+        error = f"{type(result.error).__name__}: {result.error}" if result.error is not None else None
+        outcomes[result.config["trial"]] = Outcome(
+            status=metrics.get("trial_status"), reason=str(metrics.get("reason", "")), error=error,
+            ray_dir=getattr(result, "path", None), node=metrics.get("node_ip") or metrics.get("hostname"))
+    return outcomes
 
 
 def _trial_name(trial) -> str:

@@ -7,11 +7,18 @@ scalars or per-sample tensors of shape (B,); they are broadcast over the image d
 
 Prediction types (Salimans & Ho 2022, Sec. 4): ``eps`` (noise), ``x0`` (clean image) and
 ``v = alpha eps - sigma x_0``.
+
+A prior in the mean (CARD, Han et al. 2022, Eq. 2): ``y_t = alpha_t y_0 + (1 - alpha_t) y_hat + sigma_t eps`` is
+the process above on the shifted variable ``z = y - y_hat``; the ``prior_*`` functions apply the forward
+process, the eps -> y0 conversion and the DDPM / DDIM steps to it. Reproducible noise: ``content_seeds`` and
+``per_sample_noise`` give each sample its own noise, so a sample's result depends neither on its batch
+nor on its position in it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -135,6 +142,15 @@ def respace(num_steps: int, num_sample_steps: int) -> torch.Tensor:
     return steps.flip(0)
 
 
+def leading_timesteps(num_steps: int, num_sample_steps: int) -> torch.Tensor:
+    """The first ``num_sample_steps`` timesteps of a ``num_steps`` schedule, descending: n-1, ..., 0. The test
+    chain of the CARD / DiffMIC code, which starts at index n-1 of the training schedule (not at T-1) and steps
+    t -> t-1 with the schedule's own betas."""
+    if not 1 <= num_sample_steps <= num_steps:
+        raise ValueError(f"num_sample_steps must be in 1..{num_steps}; found {num_sample_steps}")
+    return torch.arange(num_sample_steps - 1, -1, -1)
+
+
 def respaced_betas(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """Betas of the respaced chain: beta_i = 1 - abar_{t_i} / abar_{t_{i-1}} over ascending ``timesteps``
     (Nichol & Dhariwal 2021, Sec. 4), so the respaced chain has the same alpha-bar at the kept steps."""
@@ -143,12 +159,107 @@ def respaced_betas(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> tor
     return 1 - abar / prev
 
 
+# ------------------------------------------------------------------ a prior in the mean (CARD)
+
+
+def prior_q_sample(y0: torch.Tensor, prior: torch.Tensor, alpha, sigma, noise: torch.Tensor) -> torch.Tensor:
+    """CARD's forward process (Han et al. 2022, Eq. 2; DiffMIC Eq. 2): the prior ``y_hat`` in the mean,
+    y_t = alpha_t y_0 + (1 - alpha_t) y_hat + sigma_t eps, i.e. ``q_sample`` on y - y_hat. At alpha_T -> 0,
+    y_T ~ N(y_hat, I)."""
+    return prior + q_sample(y0 - prior, alpha, sigma, noise)
+
+
+def prior_eps_to_y0(y_t: torch.Tensor, eps: torch.Tensor, prior: torch.Tensor, alpha, sigma) -> torch.Tensor:
+    """y_0 = (y_t - (1 - alpha_t) y_hat - sigma_t eps) / alpha_t (the forward process solved for y_0)."""
+    return prior + eps_to_x0(y_t - prior, eps, alpha, sigma)
+
+
+def prior_ancestral_step(y_t, y0_hat, prior, alpha_t, sigma_t, alpha_s, sigma_s, noise=None) -> torch.Tensor:
+    """A draw from q(y_s | y_t, y_0 = y0_hat, y_hat): ``ancestral_step`` on y - y_hat. Written in y it is CARD's
+    Eq. 9, mean = gamma0 y0_hat + gamma1 y_t + gamma2 y_hat with (adjacent steps, alpha-bar = alpha^2)
+    gamma0 = beta_t sqrt(abar_s) / (1 - abar_t), gamma1 = (1 - abar_s) sqrt(alpha_t) / (1 - abar_t),
+    gamma2 = 1 - gamma0 - gamma1, and variance beta-tilde = (1 - abar_s) beta_t / (1 - abar_t)."""
+    return prior + ancestral_step(y_t - prior, y0_hat - prior, alpha_t, sigma_t, alpha_s, sigma_s, noise)
+
+
+def prior_ddim_step(y_t, eps_hat, prior, alpha_t, sigma_t, alpha_s, sigma_s, eta: float = 0.0,
+                    noise=None) -> torch.Tensor:
+    """``ddim_step`` on y - y_hat: y_s = alpha_s y0_hat + (1 - alpha_s) y_hat + sqrt(sigma_s^2 - sigma_eta^2) eps_hat
+    + sigma_eta noise (CARD's DDIM sampler)."""
+    return prior + ddim_step(y_t - prior, eps_hat, alpha_t, sigma_t, alpha_s, sigma_s, eta=eta, noise=noise)
+
+
+# ------------------------------------------------------------------------- reproducible noise
+
+
+def content_seeds(x: torch.Tensor, seed: int) -> list[int]:
+    """One 63-bit seed per sample of ``x`` (B, ...): a hash of the sample's values and ``seed``. The same
+    sample gets the same seed in any batch and at any position (and in any runtime that feeds it the same
+    float32 values)."""
+    values = x.detach().to("cpu", torch.float32).contiguous().reshape(x.shape[0], -1).numpy()
+    salt = int(seed).to_bytes(8, "little", signed=True)
+    return [int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8, key=salt).digest(), "little") >> 1
+            for row in values]
+
+
+def per_sample_noise(seeds: Sequence[int], shape: Sequence[int], dtype=torch.float32) -> torch.Tensor:
+    """Standard normal noise (B, *shape) on the CPU, sample b drawn from its own generator seeded with
+    ``seeds[b]``, one ``shape[1:]`` slice after another: the first k slices of a sample are the same whatever
+    ``shape[0]`` is (e.g. chain 0 of one chain or of eight)."""
+    out = torch.empty(len(seeds), *shape, dtype=dtype)
+    generator = torch.Generator()
+    for b, seed in enumerate(seeds):
+        generator.manual_seed(int(seed))
+        for k in range(shape[0]):
+            out[b, k] = torch.randn(*shape[1:], generator=generator, dtype=dtype)
+    return out
+
+
+# ------------------------------------------------------------------------------ DDIM sampling
+
+
+def ddim_sample(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], z_T: torch.Tensor,
+                alphas_cumprod: torch.Tensor, num_sample_steps: int, eta: float = 0.0,
+                generator: torch.Generator | None = None, clip: float | None = 1.0) -> torch.Tensor:
+    """DDIM sampling (Song et al. 2021) from noise ``z_T`` over :func:`respace`'s evenly spaced timesteps of
+    the discrete schedule ``alphas_cumprod``: ``eps_fn(z_t, t)`` (t: a (B,) long tensor of timestep indices)
+    gives the eps prediction (guided or not) and :func:`ddim_step` moves to the next kept timestep; the last
+    step (from t = 0) returns the clean estimate. x0 estimates are clipped to [-clip, clip]."""
+    abar = alphas_cumprod.to(device=z_T.device, dtype=torch.float64)
+    steps = respace(len(abar), num_sample_steps).tolist()
+    z = z_T
+    for i, t in enumerate(steps):
+        a_t, s_t = abar[t].sqrt().float(), (1 - abar[t]).sqrt().float()
+        if i + 1 < len(steps):
+            s = steps[i + 1]
+            a_s, s_s = abar[s].sqrt().float(), (1 - abar[s]).sqrt().float()
+        else:
+            a_s, s_s = torch.ones((), device=z.device), torch.zeros((), device=z.device)
+        eps = eps_fn(z, torch.full((z.shape[0],), t, dtype=torch.long, device=z.device))
+        noise = torch.randn(z.shape, generator=generator).to(z.device) if eta > 0 else None
+        z = ddim_step(z, eps, a_t, s_t, a_s, s_s, eta=eta, noise=noise, clip=clip)
+    return z
+
+
 # -------------------------------------------------------------------------------------- guidance
 
 
 def cfg_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float) -> torch.Tensor:
     """Classifier-free guidance (Ho & Salimans 2022, Eq. 6): eps~ = (1 + w) eps_c - w eps_null."""
     return (1 + w) * eps_cond - w * eps_uncond
+
+
+def cfg_eps_batched(net: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], z_t: torch.Tensor,
+                    t: torch.Tensor, cond: torch.Tensor, null: torch.Tensor, w: float) -> torch.Tensor:
+    """Classifier-free guidance with the conditional and the null pass as **one** network call on a batch of
+    2B rows (z_t twice; ``cond`` then ``null``), split and combined by :func:`cfg_eps`.
+
+    ``net(z, t, c)`` is any eps-predicting network; ``t`` has one entry per sample (B,), ``cond`` and ``null``
+    are (B, ...) conditionings (labels, vectors). w = 0 gives the conditional model.
+    """
+    b = z_t.shape[0]
+    out = net(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([cond, null]))
+    return cfg_eps(out[:b], out[b:], w)
 
 
 def classifier_log_prob_grad(classifier: Callable[..., torch.Tensor], x_t: torch.Tensor, y: torch.Tensor,

@@ -25,6 +25,14 @@ predicts a tensor of the input's shape from ``forward(x, time, y)``:
   down level and the up level that mirrors it) and/or ``attention_resolutions`` (feature-map sizes, which
   depend on the input size: at 224 px through a Haar transform the maps are 112, 56, 28, 14, 7, so 16 never
   matches). Both may be given; the union is used. The middle block always has one.
+- ``cond_dim`` > 0: a per-sample conditioning vector ``forward(..., cond=c)`` of width ``cond_dim`` (e.g. a
+  class prototype after ProtoDiffusion's class MLP; the null condition is c = 0) goes through its own MLP,
+  cemb = Linear(cond_dim -> emb_dim) -> SiLU -> Linear(emb_dim -> emb_dim), and enters every ResBlock through
+  its own projection beside the time embedding: h += Lin_t(SiLU(temb)) + Lin_c(SiLU(cemb)) (ProtoDiffusion;
+  the same as projecting the concatenation [temb, cemb]).
+- ``norm_group_channels`` > 0: every GroupNorm has at least that many channels per group (:func:`group_norm`);
+  0 keeps gcd(channels, 32 or 8) groups, which has one channel per group at 8 and 32 channels, where the
+  normalisation after the added embeddings cancels them.
 
 Any input size works (odd sizes are handled by resizing the upsampled map to its skip connection).
 """
@@ -48,26 +56,42 @@ def sinusoidal_embedding(time: torch.Tensor, dim: int, max_period: float = 10000
 
 
 def _norm(channels: int) -> nn.GroupNorm:
-    groups = math.gcd(channels, 32 if channels >= 32 else 8)
+    groups = math.gcd(channels, 32 if channels >= 32 else 8)  # one channel per group at 8 and 32 channels
     return nn.GroupNorm(max(groups, 1), channels)
+
+
+def group_norm(channels: int, min_group: int = 4) -> nn.GroupNorm:
+    """GroupNorm with at most 32 groups of at least ``min_group`` channels (DDPM's 32 groups from 128 channels).
+
+    The embeddings a ResBlock adds are per-channel constants and the normalisation after them subtracts each
+    group's mean: a group of one channel erases them (the block then ignores the time and the class), a group
+    of two keeps only their difference. ``UNet(norm_group_channels=4)`` uses this for every normalisation.
+    """
+    groups = max(1, min(32, channels // max(min_group, 1)))
+    while channels % groups:
+        groups -= 1
+    return nn.GroupNorm(groups, channels)
 
 
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv, + Linear(embedding), GroupNorm-SiLU-dropout-conv, with a residual connection."""
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0, cond: bool = False):
         super().__init__()
         self.norm1, self.conv1 = _norm(in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb = nn.Linear(emb_dim, out_ch)
+        self.cond = nn.Linear(emb_dim, out_ch) if cond else None  # Lin_c of a separate conditioning embedding
         self.norm2, self.drop = _norm(out_ch), nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, cemb: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
         h = h + self.emb(F.silu(emb))[:, :, None, None]
+        if self.cond is not None:
+            h = h + self.cond(F.silu(cemb))[:, :, None, None]
         h = self.conv2(self.drop(F.silu(self.norm2(h))))
         return self.skip(x) + h
 
@@ -155,15 +179,17 @@ class Level(nn.Module):
     """``num_res_blocks`` ResBlocks, each optionally followed by attention (self- or cross-attention)."""
 
     def __init__(self, in_ch: int, out_ch: int, n: int, emb_dim: int, dropout: float, attention: bool,
-                 context_dim: int | None = None, heads: int = 4):
+                 context_dim: int | None = None, heads: int = 4, cond: bool = False):
         super().__init__()
-        self.blocks = nn.ModuleList(ResBlock(in_ch if i == 0 else out_ch, out_ch, emb_dim, dropout) for i in range(n))
+        self.blocks = nn.ModuleList(ResBlock(in_ch if i == 0 else out_ch, out_ch, emb_dim, dropout, cond)
+                                    for i in range(n))
         self.attns = nn.ModuleList(_attention_block(out_ch, context_dim, heads) if attention else nn.Identity()
                                    for _ in range(n))
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None = None,
+                cemb: torch.Tensor | None = None) -> torch.Tensor:
         for block, attn in zip(self.blocks, self.attns):
-            x = _attend(attn, block(x, emb), context)
+            x = _attend(attn, block(x, emb, cemb), context)
         return x
 
 
@@ -175,7 +201,7 @@ class UNet(nn.Module):
                  attention_resolutions: tuple[int, ...] = (), dropout: float = 0.0, emb_dim: int = 128,
                  num_classes: int = 0, class_table: torch.Tensor | None = None, image_size: int = 32,
                  attention_levels: tuple[int, ...] = (), conditioning: str = "add", context_dim: int = 512,
-                 heads: int = 4):
+                 heads: int = 4, cond_dim: int = 0, norm_group_channels: int = 0):
         super().__init__()
         if conditioning not in ("add", "cross"):
             raise ValueError(f"conditioning must be 'add' or 'cross'; found {conditioning!r}")
@@ -185,10 +211,13 @@ class UNet(nn.Module):
             raise ValueError(f"attention_levels must be level indices in 0..{len(channel_mult) - 1}; "
                              f"found {tuple(attention_levels)}")
         out_channels = out_channels or in_channels
-        self.num_classes, self.emb_dim, self.channels = num_classes, emb_dim, channels
+        self.num_classes, self.emb_dim, self.channels, self.cond_dim = num_classes, emb_dim, channels, cond_dim
         self.conditioning = conditioning
         context = context_dim if conditioning == "cross" else None
         self.time_mlp = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        cond = cond_dim > 0
+        self.cond_mlp = (nn.Sequential(nn.Linear(cond_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+                         if cond else None)
         if conditioning == "cross":
             self.class_table = None
             self.class_emb = nn.Embedding(num_classes + 1, context_dim) if num_classes else None
@@ -212,19 +241,25 @@ class UNet(nn.Module):
         attend = [size in attention_resolutions or i in attention_levels
                   for i, size in enumerate(_level_sizes(image_size, len(widths)))]
         for i, width in enumerate(widths):
-            self.down.append(Level(ch, width, num_res_blocks, emb_dim, dropout, attend[i], context, heads))
+            self.down.append(Level(ch, width, num_res_blocks, emb_dim, dropout, attend[i], context, heads, cond))
             ch = width
             last = i == len(widths) - 1
             self.downsample.append(nn.Identity() if last else nn.Conv2d(ch, ch, 3, stride=2, padding=1))
-        self.mid = Level(ch, ch, 2, emb_dim, dropout, False)
+        self.mid = Level(ch, ch, 2, emb_dim, dropout, False, cond=cond)
         self.mid_attn = _attention_block(ch, context, heads)
         self.up = nn.ModuleList()
         for i, width in reversed(list(enumerate(widths))):
-            self.up.append(Level(ch + width, width, num_res_blocks, emb_dim, dropout, attend[i], context, heads))
+            self.up.append(Level(ch + width, width, num_res_blocks, emb_dim, dropout, attend[i], context, heads,
+                                 cond))
             ch = width
         self.out = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
+        if norm_group_channels > 0:
+            for module in list(self.modules()):
+                for name, child in list(module.named_children()):
+                    if isinstance(child, nn.GroupNorm):
+                        setattr(module, name, group_norm(child.num_channels, norm_group_channels))
 
     def class_embedding(self, y: torch.Tensor) -> torch.Tensor:
         """Embedding (B, emb_dim) of class indices (the context token (B, context_dim) under cross-attention
@@ -237,7 +272,7 @@ class UNet(nn.Module):
         return torch.where(is_null[:, None], self.null_emb.expand_as(emb), emb)
 
     def forward(self, x: torch.Tensor, time: torch.Tensor, y: torch.Tensor | None = None,
-                class_emb: torch.Tensor | None = None) -> torch.Tensor:
+                class_emb: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
         time = torch.as_tensor(time, dtype=torch.float32, device=x.device).expand(x.shape[0])
         emb = self.time_mlp(sinusoidal_embedding(time, self.channels))
         context = None
@@ -251,17 +286,24 @@ class UNet(nn.Module):
             emb = emb + (self.class_proj(class_emb) if self.class_table is not None else class_emb)
         elif y is not None and self.num_classes:
             emb = emb + self.class_embedding(y)
+        cemb = None
+        if self.cond_mlp is not None:
+            if cond is None or cond.shape != (x.shape[0], self.cond_dim):
+                found = None if cond is None else tuple(cond.shape)
+                raise ValueError(f"this UNet takes cond of shape ({x.shape[0]}, {self.cond_dim}) (zeros for the "
+                                 f"null condition); found {found}")
+            cemb = self.cond_mlp(cond)
         h, skips = self.stem(x), []
         for level, down in zip(self.down, self.downsample):
-            h = level(h, emb, context)
+            h = level(h, emb, context, cemb)
             skips.append(h)
             h = down(h)
-        h = _attend(self.mid_attn, self.mid(h, emb), context)
+        h = _attend(self.mid_attn, self.mid(h, emb, cemb=cemb), context)
         for level in self.up:
             skip = skips.pop()
             if h.shape[-2:] != skip.shape[-2:]:
                 h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
-            h = level(torch.cat([h, skip], dim=1), emb, context)
+            h = level(torch.cat([h, skip], dim=1), emb, context, cemb)
         return self.out(h)
 
     def attention_blocks(self) -> dict[str, int]:

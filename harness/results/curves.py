@@ -1,0 +1,48 @@
+"""Learning curves: was a trial still improving when its budget ran out?
+
+A trial's ``curve.json`` is the list of per-epoch records its method reported (``epoch``, losses,
+``val_<metric>``, ...). A trial is **still improving** when the best validation headline score of the last
+fifth of its budget beats the best score before it by more than a margin (``IMPROVING_MARGIN`` by default:
+0.01, a point of Macro-F1): its training had not levelled off, so its row says less about its method than
+a converged one would. The budget is the span of the reported epochs (first to last); a curve without a
+validation score on both sides of the four-fifths mark cannot tell, and is not flagged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+IMPROVING_MARGIN = 0.01
+
+
+def points(curve: Sequence[Mapping[str, Any]], key: str) -> list[tuple[float, float]]:
+    """``(epoch, value)`` of every record with a finite number under ``key`` (records without ``epoch`` count
+    from 1 in order)."""
+    out = []
+    for i, record in enumerate(curve):
+        value, epoch = record.get(key), record.get("epoch", i + 1)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+                and isinstance(epoch, (int, float)):
+            out.append((float(epoch), float(value)))
+    return out
+
+
+def still_improving(curve: Sequence[Mapping[str, Any]], key: str, margin: float = IMPROVING_MARGIN
+                    ) -> dict[str, float] | None:
+    """``{"rise", "before", "last", "from_epoch", "to_epoch", "improving"}`` for the validation score ``key``
+    (e.g. ``val_macro_f1``), or None when the curve cannot tell (see the module docstring)."""
+    epochs = [float(r.get("epoch", i + 1)) for i, r in enumerate(curve) if isinstance(r.get("epoch", i + 1), (int, float))]
+    pts = points(curve, key)
+    if not pts or not epochs:
+        return None
+    first, last = min(epochs), max(epochs)
+    mark = first + 0.8 * (last - first)
+    before = [v for e, v in pts if e <= mark]
+    late = [v for e, v in pts if e > mark]
+    if not before or not late:
+        return None
+    rise = max(late) - max(before)
+    return {"rise": rise, "before": max(before), "last": max(late), "from_epoch": mark, "to_epoch": last,
+            "improving": rise > margin}
