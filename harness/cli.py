@@ -422,11 +422,12 @@ def predict(ctx, trial_dir, images_dir, split, out_file, data_dir, device):
 
     Loading a model unpickles code: use trial folders you trust.
     """
-    from harness.run.predict import predict_images, predict_split, summary, write
+    from harness.run.predict import check_out, predict_images, predict_split, summary, write
     from harness.run.settings import RunSettings, check_device_available
 
     if (images_dir is None) == (split is None):
         raise click.UsageError("give either --images FOLDER or --split train|val|test")
+    check_out(out_file)
     check_device_available(device)
     settings = RunSettings(data_dir=data_dir, plugins=ctx.obj["plugins"], blocked=ctx.obj["blocked"], device=device)
     if images_dir is not None:

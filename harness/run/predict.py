@@ -78,6 +78,24 @@ def read_image(path: Path, size: int, channels: int) -> np.ndarray:
     return array[..., None] if array.ndim == 2 else array
 
 
+def open_trial(trial_dir: Path | str) -> models.StoredTrial:
+    """The stored trial at ``trial_dir``, refusing up front one that kept no model (before any data is read)."""
+    stored = models.stored_trial(trial_dir)
+    if not (models.model_dir(stored.folder) / models.MODULE_FILE).exists():
+        raise HarnessError(f"{stored.folder} has no saved model ({models.MODEL_DIR}/{models.MODULE_FILE} is missing; "
+                           f"trial status {stored.result.status}): it ran with --no-save-model, failed, or was written by a harness "
+                           f"that kept no models; re-run it without --no-save-model to predict with it")
+    return stored
+
+
+def check_out(out: Path | str) -> Path:
+    """``out`` when it names a ``.parquet`` or ``.csv`` file (checked before any work is done)."""
+    out = Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise HarnessError(f"--out {out}: expected a .parquet or .csv file name")
+    return out
+
+
 def input_shape(stored: models.StoredTrial, settings: RunSettings) -> tuple[int, int]:
     """(size, channels) of the images the trial's model takes: from ``predictor.json`` (models kept since
     ``input_shape`` was recorded), else the trial's ``size`` option and its dataset plugin's channels."""
@@ -121,7 +139,7 @@ def _table(stored: models.StoredTrial, outputs: dict[str, np.ndarray], ids: np.n
 def predict_images(folder: Path | str, trial_dir: Path | str, settings: RunSettings,
                    device: str = "cpu") -> Predictions:
     """The stored trial's predictions for every image file under ``folder``."""
-    stored = models.stored_trial(trial_dir)
+    stored = open_trial(trial_dir)
     size, channels = input_shape(stored, settings)
     paths = list_images(Path(folder))
     images = np.stack([read_image(p, size, channels) for p in paths])
@@ -137,7 +155,7 @@ def predict_split(trial_dir: Path | str, split: str, settings: RunSettings, devi
 
     if split not in SPLITS:
         raise HarnessError(f"--split must be one of {', '.join(SPLITS)}; found {split!r}")
-    stored = models.stored_trial(trial_dir)
+    stored = open_trial(trial_dir)
     _, registry = cached_plugins(tuple(settings.plugins), tuple(settings.blocked))
     data = load_data(stored.trial, registry, settings)
     part = getattr(data, split)
@@ -174,10 +192,8 @@ def write(predictions: Predictions, out: Path | str) -> Path:
 
     from harness.store import atomic_write_bytes, atomic_write_parquet
 
-    out = Path(out)
-    kind = FORMATS.get(out.suffix.lower())
-    if kind is None:
-        raise HarnessError(f"--out {out}: expected a .parquet or .csv file name")
+    out = check_out(out)
+    kind = FORMATS[out.suffix.lower()]
     frame = pl.DataFrame(predictions.columns)
     if kind == "parquet":
         atomic_write_parquet(out, frame)
