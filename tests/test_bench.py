@@ -74,3 +74,31 @@ def test_bench_refuses_a_trial_without_a_model_with_a_clear_message(tmp_path, cl
     assert benched.exit_code != 0
     assert "no kept model" in benched.output and "Traceback" not in benched.output
     assert not (folder / "bench.json").exists()
+
+
+def test_a_kept_latency_module_is_what_the_bench_times_and_the_full_module_too(tmp_path):
+    """A predictor naming a cheaper latency_module (DiffMIC's one chain per image) keeps it next to the module,
+    so `harness bench` times what the trial timed (ms_per_image_*) and the full module (full_ms_per_image_*)."""
+    import numpy as np
+    import torch
+
+    from harness.contract.specs import Predictor
+    from harness.run.latency import LatencySettings, measure
+    from harness.run.models import LATENCY_MODULE_FILE, load_predictor, save_predictor
+
+    torch.manual_seed(0)
+    full = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4), torch.nn.Softmax(dim=1))
+    cheap = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4), torch.nn.Softmax(dim=1))
+    save_predictor(Predictor(full, exportable=False, latency_module=cheap), tmp_path, input_shape=(8, 8, 3))
+    assert (tmp_path / "model" / LATENCY_MODULE_FILE).exists()
+    loaded = load_predictor(tmp_path)
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    x = loaded.to_tensor(images)
+    with torch.inference_mode():
+        assert torch.equal(loaded.latency_module(x), cheap(x)) and torch.equal(loaded.module(x), full(x))
+    timed = measure(loaded, images, LatencySettings(onnx=False, budget_s=0.01, warmup=1))
+    assert timed["ms_per_image_b1"] > 0 and timed["full_ms_per_image_b1"] > 0
+    # a predictor without one keeps no file and loads without one
+    save_predictor(Predictor(full, exportable=False), tmp_path / "plain")
+    assert load_predictor(tmp_path / "plain").latency_module is None
+    assert not (tmp_path / "plain" / "model" / LATENCY_MODULE_FILE).exists()

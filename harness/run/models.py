@@ -8,6 +8,8 @@
 - ``predictor.json``: what turns images into the module's input and how it was saved: normalisation
   (``mean``, ``std``), ``batch_size``, ``exportable``, ``input_shape`` (one image, H x W x C, as the trial fed
   it; absent in models kept before it was recorded), the module's class, the pickler, the torch version;
+- ``latency_module.pt``: the predictor's ``latency_module`` where it names one (what the trial timed; ``harness
+  bench`` times it again, and the full module as ``full_*``);
 - ``model.onnx``: the ONNX graph, where the predictor exports (written by the latency step).
 
 ``load_predictor(trial_dir)`` returns a :class:`harness.contract.specs.Predictor` that predicts as the trial
@@ -32,6 +34,7 @@ from harness.run.trial import Trial
 from harness.store import RESULT_FILE, TRIAL_FILE, atomic_write_bytes, atomic_write_json
 
 MODULE_FILE = "predictor.pt"
+LATENCY_MODULE_FILE = "latency_module.pt"  # the predictor's latency_module, where it names one (DiffMIC)
 META_FILE = "predictor.json"
 ONNX_FILE = "model.onnx"
 FORMAT = 1  # of predictor.json
@@ -66,6 +69,16 @@ def save_predictor(predictor: Predictor, trial_dir: Path, input_shape: tuple[int
     }
     if input_shape is not None:
         meta["input_shape"] = [int(v) for v in input_shape]
+    if predictor.latency_module is not None and predictor.latency_module is not module:
+        # what the trial timed (harness bench times the same thing); a module that cannot be pickled is
+        # left out, and a bench then times the full module
+        try:
+            latency_pickler, latency_payload = _pickled(predictor.latency_module)
+        except HarnessError as exc:
+            meta["latency_module_error"] = str(exc)
+        else:
+            atomic_write_bytes(folder / LATENCY_MODULE_FILE, latency_payload)
+            meta["latency_module"] = {"file": LATENCY_MODULE_FILE, "pickler": latency_pickler}
     atomic_write_json(folder / META_FILE, meta)
     return describe(trial_dir)
 
@@ -118,8 +131,11 @@ def load_predictor(trial_dir: Path | str, device: str = "cpu") -> Predictor:
                            f"that is not importable here ({type(exc).__name__}: {exc}); install the plugin that "
                            f"trained it (see trial.json and `harness plugins`)") from None
     module.eval()
+    latency_module = None
+    if meta.get("latency_module") and (folder / LATENCY_MODULE_FILE).exists():
+        latency_module = torch.load(folder / LATENCY_MODULE_FILE, map_location=device, weights_only=False).eval()
     return Predictor(module, mean=tuple(meta["mean"]), std=tuple(meta["std"]), batch_size=int(meta["batch_size"]),
-                     exportable=bool(meta["exportable"]), device=device)
+                     exportable=bool(meta["exportable"]), device=device, latency_module=latency_module)
 
 
 def read_meta(trial_dir: Path | str) -> dict[str, Any]:
