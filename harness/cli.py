@@ -94,6 +94,9 @@ def main(ctx: click.Context, plugins: tuple[str, ...], blocked: tuple[str, ...])
 @click.option("--ray-storage", type=click.Path(path_type=Path),
               help="ray: where Ray keeps its own experiment state (default ~/ray_results).")
 @click.option("--dry-run", is_flag=True, help="List the trials (and whether each is done) without running them.")
+@click.option("--bench-after", is_flag=True,
+              help="After the sweep, re-time every kept model with `harness bench` (one at a time, nothing else "
+                   "running); the leaderboard and report then use those figures.")
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help="Also load this plugin module.")
 @click.option("--block-plugin", "blocked", multiple=True, metavar="NAME", help="Do not load this plugin.")
 @click.pass_context
@@ -108,6 +111,7 @@ def run(ctx, **options):
 
     ctx.obj["plugins"] += tuple(options.pop("plugins"))
     ctx.obj["blocked"] += tuple(options.pop("blocked"))
+    bench_after = options.pop("bench_after")
     overrides = parse_overrides(list(options["overrides"]))
     if options["config_file"] is not None:
         from harness.run.experiment_config import merge_overrides
@@ -127,8 +131,36 @@ def run(ctx, **options):
     if summary.stopped:
         _print_stopped(request.root, summary, command)
     else:
+        if bench_after:
+            _bench_after(request)
         _print_outcome(request.root, summary)
     sys.exit(summary.exit_code)
+
+
+def _bench_after(request) -> None:
+    """``harness bench RUNS_DIR/EXPERIMENT`` in a fresh process (the sweep's threads and memory gone, the OpenMP
+    settings of a new process); a bench that fails leaves the in-trial figures in place, with a warning."""
+    import subprocess
+
+    if not request.save_model:
+        click.echo("warning: --bench-after with --no-save-model: no model was kept, nothing to bench", err=True)
+        return
+    command = [sys.executable, "-m", "harness.cli"]
+    for plugin in request.plugins:
+        command += ["--plugin", plugin]
+    for name in request.blocked:
+        command += ["--block-plugin", name]
+    command += ["bench", str(request.root), "--device", request.device]
+    if request.data_dir is not None:
+        command += ["--data-dir", str(request.data_dir)]
+    if request.threads:
+        command += ["--threads", str(request.threads)]
+    if not request.onnx:
+        command += ["--no-onnx"]
+    click.echo(f"bench: {' '.join(command[2:])}")
+    if subprocess.run(command).returncode != 0:
+        click.echo("warning: the bench did not finish for every trial; the in-trial latency stands for those",
+                   err=True)
 
 
 def _print_stopped(root: Path, summary, command: str) -> None:
@@ -313,6 +345,104 @@ def tune(ctx, **options):
                + ", ".join(f"{k}={v}" for k, v in outcome.best_config.items()))
     click.echo(f"Written: {out_file}")
     click.echo(f"Run it:  harness run --config {out_file}")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--threads", type=click.IntRange(min=1), help="torch and ONNX Runtime threads (default: every core).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps, or auto (cuda if there is one).")
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True, help="The throughput batch.")
+@click.option("--budget", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
+              help="Seconds of timing per batch size and runtime (at least 2 repeats).")
+@click.option("--repeats", type=click.IntRange(min=2), default=50, show_default=True,
+              help="At most this many timed calls at batch 1 (a fifth of it at the throughput batch, at least 2).")
+@click.option("--no-onnx", is_flag=True, help="Time torch only.")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (or HARNESS_DATA_DIR): the test "
+                                                                   "images are the trial's.")
+@click.option("--json", "as_json", is_flag=True, help="Print the bench records as JSON.")
+@click.pass_context
+def bench(ctx, paths, threads, device, batch, budget, repeats, no_onnx, data_dir, as_json):
+    """Re-time stored trials (trial folders or runs folders): torch and ONNX Runtime at batch 1 and a throughput
+    batch, one trial at a time. Writes each trial's bench.json and the `bench` field of its result, which the
+    leaderboard and report then use (they say which latency comes from where).
+
+    
+    harness bench runs/retinamnist                     every kept model of the experiment
+    harness bench runs/retinamnist/3f2a... --threads 1 one trial, one thread
+    OMP_WAIT_POLICY=PASSIVE harness bench runs/x       on a machine shared with other work (recorded)
+    """
+    from harness.run.bench import BenchSettings, bench_all, find_trials, header, row
+    from harness.run.settings import RunSettings, check_device_available
+
+    check_device_available(device)
+    settings = BenchSettings(batch=batch, budget_s=budget, repeats_b1=repeats, repeats_batch=max(2, repeats // 5),
+                             onnx=not no_onnx, threads=threads, device=device)
+    folders = find_trials(paths)
+    run_settings = RunSettings(data_dir=data_dir, plugins=ctx.obj["plugins"], blocked=ctx.obj["blocked"],
+                               device=device)
+    if not as_json:
+        click.echo(f"bench: {len(folders)} trial(s), one at a time")
+        click.echo(header(batch))
+    records = {}
+
+    def done(folder, record, error):
+        if error is not None:
+            click.echo(f"{folder.name}: not benched: {error}", err=True)
+            return
+        records[str(folder)] = record
+        if not as_json:
+            click.echo(row(folder, record))
+            for warning in record.get("warnings", []):
+                click.echo(f"  warning: {warning}", err=True)
+
+    errors = bench_all(folders, settings, run_settings, on_done=done)
+    if as_json:
+        click.echo(json.dumps(records, indent=2, default=str))
+    sys.exit(1 if errors else 0)
+
+
+@main.command()
+@click.argument("trial_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--images", "images_dir", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="A folder of image files (any depth) to classify.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]),
+              help="A split of the trial's own dataset instead (same options, seed and protocol; needs its data).")
+@click.option("--out", "out_file", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Where to write the predictions: FILE.parquet or FILE.csv.")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory (or HARNESS_DATA_DIR), for --split.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps.")
+@click.pass_context
+def predict(ctx, trial_dir, images_dir, split, out_file, data_dir, device):
+    """Apply a stored trial's model to a folder of images or a dataset split; write one row per image
+    (image_id, pred, pred_class, prob_0..K-1, and uncertainty where the method gives it) to Parquet or CSV.
+
+    
+    harness predict runs/retinamnist/3f2a... --images scans/ --out scans.parquet
+    harness predict runs/retinamnist/3f2a... --split test --data-dir ../shared/data --out test.csv
+
+    Loading a model unpickles code: use trial folders you trust.
+    """
+    from harness.run.predict import check_out, predict_images, predict_split, summary, write
+    from harness.run.settings import RunSettings, check_device_available
+
+    if (images_dir is None) == (split is None):
+        raise click.UsageError("give either --images FOLDER or --split train|val|test")
+    check_out(out_file)
+    check_device_available(device)
+    settings = RunSettings(data_dir=data_dir, plugins=ctx.obj["plugins"], blocked=ctx.obj["blocked"], device=device)
+    if images_dir is not None:
+        predictions = predict_images(images_dir, trial_dir, settings, device)
+    else:
+        predictions = predict_split(trial_dir, split, settings, device)
+    written = write(predictions, out_file)
+    counts = ", ".join(f"{name} {n}" for name, n in summary(predictions).items())
+    click.echo(f"{len(predictions)} image(s) from {predictions.source}: {counts}")
+    if predictions.metrics:
+        click.echo("  " + "  ".join(f"{k} {v:.4f}" for k, v in predictions.metrics.items() if v is not None))
+    if predictions.matches_stored is not None:
+        click.echo("  the same labels as the trial's predictions.parquet" if predictions.matches_stored else
+                   "  warning: labels differ from the trial's predictions.parquet (a stochastic method, or other data)")
+    click.echo(f"Written: {written}")
 
 
 KIND_NAMES = ("methods", "datasets", "samplers", "metrics")

@@ -40,7 +40,7 @@ try:
 except ImportError:  # Windows: no advisory locks; trials are not guarded against a second process
     fcntl = None
 
-from harness.contract.result import RESULT_SCHEMA, TrialResult
+from harness.contract.result import RESULT_SCHEMA, TrialResult, latency_of_record
 from harness.contract.specs import check_name
 from harness.errors import HarnessError
 
@@ -471,7 +471,8 @@ def load_runs(root: Path | str, only: Mapping[str, Collection[str]] | None = Non
                "path": str(folder)}
         for name, value in record.metrics.items():
             row[f"metric.{name}"] = value
-        for name, value in record.latency.items():
+        latency, row["latency_source"] = latency_of_record(record)  # harness bench's figures when there are any
+        for name, value in latency.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 row[f"latency.{name}"] = value
         rows.append(row)

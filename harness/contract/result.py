@@ -10,7 +10,8 @@ Schema history:
   optional. ``from_dict`` reads it, so a runs folder written before still loads, resumes and reports.
 - 2: this record. New fields: ``data_fingerprint``, ``warnings``, ``curve``, ``notes`` (already written by
   late schema-1 runners) and ``model`` (what the trial saved under ``trial_dir/model/``). Every field is
-  written, absent values as ``null`` / empty.
+  written, absent values as ``null`` / empty. Later additions within schema 2 (optional, ``null`` when absent,
+  so older readers drop them and older records read as unset): ``bench`` (the latest ``harness bench``).
 
 For code written against the schema-1 dict (a third-party ``trial_finished`` observer doing
 ``result["method"]`` or ``result.get("metrics")``), the record also answers read-only item access by field
@@ -95,6 +96,10 @@ class TrialResult:
     # What the trial saved under trial_dir/model/ (None: nothing, e.g. --no-save-model or a failed trial):
     # {"dir": "model", "files": {name: bytes}, "bytes": total, "onnx": bool, ...}.
     model: dict[str, Any] | None = None
+    # The latest `harness bench` of the kept model (None: never benched): the latency keys of ``latency``,
+    # timed with nothing else of the harness running, plus "source": "bench", "benched_at", threads, provider,
+    # hardware and load average. Every bench run is kept in trial_dir/bench.json. See ``latency_of_record``.
+    bench: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -177,9 +182,26 @@ class TrialResult:
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(TrialResult))
 _CONTAINERS = {  # container fields and their JSON type (checked when reading)
     **dict.fromkeys(("config", "dataset_options", "hardware", "metrics", "metric_errors", "latency", "timings",
-                     "notes", "model"), dict),
+                     "notes", "model", "bench"), dict),
     **dict.fromkeys(("warnings", "classes", "explanations", "observer_errors"), list),
 }
+
+
+LATENCY_SOURCES = {
+    "bench": "re-timed by `harness bench`, one trial at a time with nothing else of the harness running",
+    "trial": "timed inside the trial, after fit (other trials may have shared the cores)",
+}
+
+
+def latency_of_record(result: Mapping[str, Any] | TrialResult) -> tuple[dict[str, Any], str | None]:
+    """``(latency, source)`` a table shows for a result (a :class:`TrialResult` or its JSON dict): the latest
+    ``harness bench`` figures when the trial was benched (source ``"bench"``), else the figures timed inside the
+    trial (``"trial"``), else ``({}, None)``. :data:`LATENCY_SOURCES` says what each source means."""
+    bench = result.get("bench") or {}
+    if bench.get("ms_per_image_b1") is not None:
+        return dict(bench), "bench"
+    latency = result.get("latency") or {}
+    return (dict(latency), "trial") if latency else ({}, None)
 
 
 def _plain(value: Any) -> Any:

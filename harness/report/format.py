@@ -80,6 +80,28 @@ def mean_ci(row: dict, metric: str, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {(high - low) / 2:.{digits}f}"
 
 
+def latency_cell(row: dict) -> str:
+    """Mean ± CI of ms per image at batch 1, then where it comes from: `` (bench)``, `` (trial)`` or
+    `` (bench+trial)`` (some seeds re-timed by ``harness bench``, some not)."""
+    cell = mean_ci(row, "ms_per_image_b1", 2)
+    return cell + (f" ({row['latency_source']})" if row.get("latency_source") and cell != "–" else "")
+
+
+def latency_sources(source: str | None) -> str:
+    """What the sources in a latency cell mean (``"bench+trial"`` -> both sentences), for a legend or a tooltip."""
+    from harness.contract.result import LATENCY_SOURCES
+
+    return "; ".join(f"{name}: {LATENCY_SOURCES[name]}" for name in (source or "").split("+") if name in LATENCY_SOURCES)
+
+
+def latency_legend(board) -> str:
+    """The sentence on the latency sources a board uses (empty when no row says where its latency comes from)."""
+    if board.is_empty() or "latency_source" not in board.columns:
+        return ""
+    used = "+".join(sorted({part for v in board["latency_source"].to_list() if v for part in v.split("+")}))
+    return f"ms/img b1: median ms per image at batch 1; its source in brackets ({latency_sources(used)})." if used else ""
+
+
 def p(value: Any) -> str:
     if nan(value):
         return "–"
@@ -182,4 +204,5 @@ def explanation(summary: Summary) -> list[str]:
         f"the last fifth of the budget beat the best before it by more than {s.improving_margin}. Such a row says "
         "more about the budget than about the method. † = a class has no test images; Macro-F1 counts it as 0 "
         "(see Warnings). ◆ = on the Pareto front of the headline metric against ms per image at batch 1.",
+        *([legend] if (legend := latency_legend(summary.board)) else []),
     ]

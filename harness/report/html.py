@@ -22,8 +22,11 @@ from harness.report.format import (
     headline_cell,
     improving_cell,
     json_for_script,
+    latency_cell,
+    latency_sources,
     mcnemar_cell,
     mean_ci,
+    nan,
     num,
     p,
     p_cell,
@@ -157,7 +160,8 @@ def _board_html(summary: Summary, rows: list[dict], ids: dict, table_id: str) ->
                 title=_seed_diffs_title(row.get("seed_diffs"))),
             *(_td(esc(mean_ci(row, m)), row.get(f"{m}_mean")) for m in metrics),
             _td(esc(mcnemar_cell(row))),
-            _td(esc(mean_ci(row, "ms_per_image_b1", 2)), row.get("ms_per_image_b1_mean")),
+            _td(esc(latency_cell(row)), row.get("ms_per_image_b1_mean"),
+                title=latency_sources(row.get("latency_source"))),
             _td(esc(_params(row.get("params_mean"))), row.get("params_mean")),
             _td('<span class="front">◆ front</span>' if row.get("pareto") else "", "1" if row.get("pareto") else "0"),
             _td(f'<span class="improving">{esc(improving_cell(row))}</span>' if improving_cell(row) else ""),
@@ -172,6 +176,15 @@ def _seed_diffs_title(diffs: list[float] | None) -> str:
     if not diffs:
         return ""
     return "difference from the top, per paired seed: " + ", ".join(f"{d:+.3f}" for d in diffs)
+
+
+def _trial_latency(record) -> str:
+    """One trial's ms per image at batch 1 (``harness bench``'s when it was benched) and its source."""
+    from harness.contract.result import latency_of_record
+
+    latency, source = latency_of_record(record)
+    value = latency.get("ms_per_image_b1")
+    return num(value, 2) + (f" ({esc(source)})" if source and not nan(value) else "")
 
 
 def _params(value: Any) -> str:
@@ -289,7 +302,7 @@ def _detail_html(summary: Summary, detail: GroupDetail, row: dict, anchor: str) 
     trials = "".join(
         f"<tr><td>{t.seed}</td><td>{num(t.record.metric(metric))}</td>"
         f"<td>{num(t.record.metric('accuracy'))}</td>"
-        f"<td>{num((t.record.latency or {}).get('ms_per_image_b1'), 2)}</td>"
+        f"<td>{_trial_latency(t.record)}</td>"
         f"<td>{num(t.record.fit_seconds, 1)}</td><td><code>{esc(t.record.key)}</code></td></tr>"
         for t in detail.trials)
     grid.append(f"<div><h4>Trials</h4><table><thead><tr><th>seed</th><th>{esc(short(metric))}</th><th>accuracy</th>"

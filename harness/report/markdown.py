@@ -11,6 +11,7 @@ from harness.report.format import (
     explanation,
     headline_cell,
     improving_cell,
+    latency_cell,
     mcnemar_cell,
     md,
     mean_ci,
@@ -37,7 +38,7 @@ def cells(summary: Summary, row: dict, metrics: list[str]) -> list[str]:
     head = summary.settings.headline
     return [str(row["rank"]), band_cell(row), md(row["method"]), md(row["sampler"]), seeds_cell(row),
             headline_cell(row, head), diff_cell(row), p_cell(row), p(row.get("seed_p_value")),
-            *(mean_ci(row, m) for m in metrics), mcnemar_cell(row), mean_ci(row, "ms_per_image_b1", 2),
+            *(mean_ci(row, m) for m in metrics), mcnemar_cell(row), latency_cell(row),
             "◆" if row.get("pareto") else "", improving_cell(row)]
 
 
@@ -119,7 +120,7 @@ def to_text(summary: Summary) -> str:
                       "seeds": row["seeds"]}
             line = "".join(f"{str(values[name])[:w]:<{w + 1}}" for name, w in cols)
             line += "".join(f"{mean_ci(row, m):>16}" for m in metrics)
-            line += f"{p_cell(row):>12}{mean_ci(row, 'ms_per_image_b1', 2):>17}"
+            line += f"{p_cell(row):>12}{latency_cell(row):>17}"
             flag = improving_cell(row)
             out.append(line + (f"  {flag} still improving" if flag else ""))
         out.append(tied_sentence(rows))

@@ -44,6 +44,8 @@ def build(runs: Runs, headline: str = "macro_f1"):
         row: dict[str, Any] = dict(zip(GROUP, key))
         row.update(seeds=group["seed"].n_unique(), trials=group.height, profile=group["profile"].drop_nulls().first(),
                    harness_versions=sorted({str(v) for v in group["harness_version"].to_list() if v is not None}))
+        sources = sorted({v for v in group["latency_source"].to_list() if v}) if "latency_source" in group.columns else []
+        row["latency_source"] = "+".join(sources) or None  # "bench", "trial" or "bench+trial" (harness bench or not)
         for column in values:
             name = column.split(".", 1)[-1]
             if column not in group.columns:

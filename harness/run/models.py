@@ -6,7 +6,10 @@
   plugin that trained it must be importable to load it; a class defined inside ``fit`` is pickled by value
   with cloudpickle instead);
 - ``predictor.json``: what turns images into the module's input and how it was saved: normalisation
-  (``mean``, ``std``), ``batch_size``, ``exportable``, the module's class, the pickler, the torch version;
+  (``mean``, ``std``), ``batch_size``, ``exportable``, ``input_shape`` (one image, H x W x C, as the trial fed
+  it; absent in models kept before it was recorded), the module's class, the pickler, the torch version;
+- ``latency_module.pt``: the predictor's ``latency_module`` where it names one (what the trial timed; ``harness
+  bench`` times it again, and the full module as ``full_*``);
 - ``model.onnx``: the ONNX graph, where the predictor exports (written by the latency step).
 
 ``load_predictor(trial_dir)`` returns a :class:`harness.contract.specs.Predictor` that predicts as the trial
@@ -31,6 +34,7 @@ from harness.run.trial import Trial
 from harness.store import RESULT_FILE, TRIAL_FILE, atomic_write_bytes, atomic_write_json
 
 MODULE_FILE = "predictor.pt"
+LATENCY_MODULE_FILE = "latency_module.pt"  # the predictor's latency_module, where it names one (DiffMIC)
 META_FILE = "predictor.json"
 ONNX_FILE = "model.onnx"
 FORMAT = 1  # of predictor.json
@@ -40,8 +44,9 @@ def model_dir(trial_dir: Path) -> Path:
     return Path(trial_dir) / MODEL_DIR
 
 
-def save_predictor(predictor: Predictor, trial_dir: Path) -> dict[str, Any]:
+def save_predictor(predictor: Predictor, trial_dir: Path, input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
     """Save ``predictor`` under ``trial_dir/model/``; returns what was saved (for ``TrialResult.model``).
+    ``input_shape``: one image's (H, W, C) as the trial fed it (``harness predict`` prepares images to it).
 
     Raises :class:`HarnessError` when the module cannot be pickled at all (the caller records it)."""
     import torch
@@ -62,6 +67,18 @@ def save_predictor(predictor: Predictor, trial_dir: Path) -> dict[str, Any]:
         "exportable": bool(predictor.exportable),
         "device": str(predictor.device),
     }
+    if input_shape is not None:
+        meta["input_shape"] = [int(v) for v in input_shape]
+    if predictor.latency_module is not None and predictor.latency_module is not module:
+        # what the trial timed (harness bench times the same thing); a module that cannot be pickled is
+        # left out, and a bench then times the full module
+        try:
+            latency_pickler, latency_payload = _pickled(predictor.latency_module)
+        except HarnessError as exc:
+            meta["latency_module_error"] = str(exc)
+        else:
+            atomic_write_bytes(folder / LATENCY_MODULE_FILE, latency_payload)
+            meta["latency_module"] = {"file": LATENCY_MODULE_FILE, "pickler": latency_pickler}
     atomic_write_json(folder / META_FILE, meta)
     return describe(trial_dir)
 
@@ -104,10 +121,7 @@ def load_predictor(trial_dir: Path | str, device: str = "cpu") -> Predictor:
         raise HarnessError(f"{trial_dir} has no saved model ({MODEL_DIR}/{MODULE_FILE} is missing): the trial ran "
                            f"with --no-save-model, failed, or was written by a harness that kept no models; "
                            f"re-run it to get one")
-    try:
-        meta = json.loads((folder / META_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise HarnessError(f"cannot read {folder / META_FILE}: {exc}") from None
+    meta = read_meta(trial_dir)
     if meta.get("format") != FORMAT:
         raise HarnessError(f"{folder / META_FILE}: format {meta.get('format')!r} is not {FORMAT}; upgrade harness")
     try:
@@ -117,8 +131,23 @@ def load_predictor(trial_dir: Path | str, device: str = "cpu") -> Predictor:
                            f"that is not importable here ({type(exc).__name__}: {exc}); install the plugin that "
                            f"trained it (see trial.json and `harness plugins`)") from None
     module.eval()
+    latency_module = None
+    if meta.get("latency_module") and (folder / LATENCY_MODULE_FILE).exists():
+        latency_module = torch.load(folder / LATENCY_MODULE_FILE, map_location=device, weights_only=False).eval()
     return Predictor(module, mean=tuple(meta["mean"]), std=tuple(meta["std"]), batch_size=int(meta["batch_size"]),
-                     exportable=bool(meta["exportable"]), device=device)
+                     exportable=bool(meta["exportable"]), device=device, latency_module=latency_module)
+
+
+def read_meta(trial_dir: Path | str) -> dict[str, Any]:
+    """``trial_dir/model/predictor.json`` (a HarnessError naming it when it cannot be read)."""
+    path = model_dir(Path(trial_dir)) / META_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise HarnessError(f"cannot read {path}: {exc}") from None
+    if not isinstance(meta, dict):
+        raise HarnessError(f"{path}: expected a JSON object; found {type(meta).__name__}")
+    return meta
 
 
 def onnx_path(trial_dir: Path) -> Path:

@@ -379,7 +379,7 @@ def _run_locked(trial: Trial, settings: RunSettings, trial_dir: Path, *, reporte
         saved = False
         if settings.save_model:
             try:
-                models.save_predictor(predictor, trial_dir)
+                models.save_predictor(predictor, trial_dir, input_shape=data.test.images.shape[1:])
                 saved = True
             except StoreError:
                 raise
