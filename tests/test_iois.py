@@ -24,6 +24,7 @@ from harness.toolkit.cache import ArtefactCache  # noqa: E402
 from plugins.datasets import synthetic  # noqa: E402
 from plugins.iois import PROFILES, IOISConfig, register_methods  # noqa: E402
 from plugins.samplers.sampling import uniform  # noqa: E402
+from tests.sentinel import record_calls, sentinel_splits  # noqa: E402
 
 SMOKE = {**PROFILES["smoke"], "gen_steps": 4, "epochs": 2, "pretrain_epochs": 1}
 NO_AUGMENT = {"hflip": False, "rotation": 0.0, "crop_scale": 0.0}
@@ -37,29 +38,6 @@ def make_ctx(tmp_path, seed: int = 0, reporter=None) -> TrialContext:
 
 def config(**values) -> IOISConfig:
     return IOISConfig(**{**SMOKE, **values})
-
-
-def sentinel_splits(size: int = 16) -> DataSplits:
-    """Train pixels in [0, 200]; every validation and test pixel is 255, a value no training pixel has."""
-    rng = np.random.default_rng(0)
-    labels = np.repeat([0, 1, 2], [16, 8, 6])
-    train = Split(rng.integers(0, 201, (len(labels), size, size, 3), dtype=np.uint8), labels)
-    held_out = np.tile(np.arange(3), 3)
-    val = Split(np.full((9, size, size, 3), 255, np.uint8), held_out)
-    test = Split(np.full((9, size, size, 3), 255, np.uint8), held_out.copy())
-    return DataSplits(train=train, val=val, test=test, classes=("a", "b", "c"), name="sentinel")
-
-
-def record_calls(monkeypatch, module, name: str) -> list[dict]:
-    """Wrap ``module.name`` so each call's arguments are recorded (and the call goes through)."""
-    original, calls = getattr(module, name), []
-
-    def wrapper(*args, **kwargs):
-        calls.append({"args": args, "kwargs": kwargs})
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, wrapper)
-    return calls
 
 
 # ------------------------------------------------------------------------------------------------ AAS

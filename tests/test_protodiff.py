@@ -27,6 +27,7 @@ from plugins.datasets import synthetic  # noqa: E402
 from plugins.protodiff import CfgDiffConfig, ProtoDiffConfig, generator_settings  # noqa: E402
 from plugins.protodiff import model as M  # noqa: E402
 from plugins.samplers.sampling import uniform  # noqa: E402
+from tests.sentinel import record_calls, sentinel_splits  # noqa: E402
 
 # The smallest generator that still runs every stage.
 TINY = dict(epochs=1, batch_size=32, synthetic_per_class=3, channels=8, channel_mult=(1, 2), num_res_blocks=1,
@@ -46,28 +47,6 @@ def one_thread():
 def make_ctx(tmp_path, seed: int = 0) -> TrialContext:
     return TrialContext(seed=seed, device="cpu", threads=1, trial_dir=tmp_path / "trial", reporter=lambda **_: None,
                         sampler_factory=uniform, profile="smoke", scorer=scorer(cached_plugins((), ())[1]))
-
-
-def sentinel_splits(size: int = 16) -> DataSplits:
-    """Train pixels in [0, 200]; every validation and test pixel is 255, a value no training pixel has."""
-    rng = np.random.default_rng(0)
-    train_labels = np.repeat([0, 1, 2], [12, 6, 6])
-    train = Split(rng.integers(0, 201, (len(train_labels), size, size, 3), dtype=np.uint8), train_labels)
-    held_out = np.repeat(np.arange(3), 4)
-    val = Split(np.full((12, size, size, 3), 255, np.uint8), held_out)
-    test = Split(np.full((12, size, size, 3), 255, np.uint8), held_out.copy())
-    return DataSplits(train=train, val=val, test=test, classes=("a", "b", "c"), name="sentinel")
-
-
-def record_calls(monkeypatch, module, name: str) -> list[dict]:
-    original, calls = getattr(module, name), []
-
-    def wrapper(*args, **kwargs):
-        calls.append({"args": args, "kwargs": kwargs})
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, wrapper)
-    return calls
 
 
 # ------------------------------------------------------------------------------- GCPL by hand
@@ -107,7 +86,7 @@ def test_several_prototypes_per_class_use_the_nearest():
 
 
 def test_a_frozen_encoder_keeps_its_weights_and_statistics_while_the_prototypes_learn(tmp_path):
-    data = sentinel_splits()
+    data = sentinel_splits((12, 6, 6), 4)
     config = dataclasses.replace(ProtoDiffConfig(), proto_epochs=2, freeze_encoder=True, **TINY)
     torch.manual_seed(0)
     encoder = impl.backbones.create("resnet18", num_classes=0, in_chans=3, image_size=16).model
@@ -181,7 +160,7 @@ def test_prototype_table_is_frozen_and_the_learned_one_is_not():
 
 
 def test_prototypes_stay_bit_identical_through_diffusion_training(tmp_path, monkeypatch):
-    data = sentinel_splits()
+    data = sentinel_splits((12, 6, 6), 4)
     config = dataclasses.replace(CfgDiffConfig(), **{**TINY, "gen_epochs": 2})
     initial = []
     build = impl.build_denoiser
@@ -339,7 +318,7 @@ def test_generation_metrics_are_perfect_on_the_same_set_and_poor_on_noise(lesion
 
 
 def test_the_generator_and_prototypes_never_see_validation_or_test_images(tmp_path, monkeypatch):
-    data = sentinel_splits()
+    data = sentinel_splits((12, 6, 6), 4)
     stages = {name: record_calls(monkeypatch, impl, name) for name in ("learn_prototypes", "train_generator")}
     config = dataclasses.replace(ProtoDiffConfig(), proto_epochs=1, prototypes_per_class=2, **TINY)
     ctx = make_ctx(tmp_path)
@@ -357,7 +336,7 @@ def test_the_generator_and_prototypes_never_see_validation_or_test_images(tmp_pa
 
 
 def test_the_cache_key_is_the_generator_not_the_classifier():
-    data = sentinel_splits()
+    data = sentinel_splits((12, 6, 6), 4)
     base = ProtoDiffConfig()
     key = impl.generator_key(data, base, "prototype", 0)
     for change in ({"lr": 0.1}, {"epochs": 3}, {"backbone": "resnet50"}, {"synthetic_per_class": 7},
