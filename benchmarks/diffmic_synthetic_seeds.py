@@ -4,12 +4,14 @@ for several seeds: the chain's and the prior's validation Macro-F1 and the test 
     python benchmarks/diffmic_synthetic_seeds.py 0 1 2      # about a minute per seed on one core
 """
 
-import sys, tempfile
+import sys
+import tempfile
 from pathlib import Path
-from harness.run.runner import cached_plugins, run_trial
-from harness.run.trial import Experiment, expand
-from harness.run.runner import RunSettings
+
 from harness.run.latency import LatencySettings
+from harness.run.runner import RunSettings, cached_plugins, run_trial
+from harness.run.trial import Experiment, expand
+
 _, registry = cached_plugins((), ())
 for seed in map(int, sys.argv[1:]):
     exp = Experiment(methods=("diffmic",), datasets=("synthetic",), profile="cpu", seeds=(seed,),
