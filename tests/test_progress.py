@@ -76,6 +76,16 @@ def test_epoch_lines_plain_off_a_terminal_and_redrawn_on_one():
     assert term.getvalue() == "\r    epoch 1  loss 0.5\r    epoch 2  loss 0.25\n    ok\n"
 
 
+def test_progress_pickles_without_its_stream():  # Ray Tune pickles its callbacks with the experiment state
+    import pickle
+    import sys
+
+    progress = SweepProgress(3, out=io.StringIO())
+    progress.finished(True, 2.0)
+    copy = pickle.loads(pickle.dumps(progress))
+    assert copy.out is sys.stdout and (copy.done, copy.durations) == (1, [2.0])
+
+
 def test_epoch_total_only_for_an_epoch_budget():
     assert epochs_of({"epochs": 10, "steps": 0}) == 10
     assert epochs_of({"epochs": 10, "steps": 108}) is None  # a step budget: the epoch count is not known

@@ -76,6 +76,15 @@ class SweepProgress:
         self.durations: list[float] = []
         self._open = 0  # length of an epoch line drawn in place (live only) that the next line must end
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable without its stream (Ray Tune saves its callbacks with the experiment's state): a copy
+        restored from a pickle prints to ``sys.stdout``."""
+        return {**self.__dict__, "out": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.out = self.out or sys.stdout
+
     @property
     def left(self) -> int:
         return max(0, self.total - self.done - self.failed)
