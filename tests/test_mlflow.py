@@ -9,12 +9,13 @@ import pytest
 
 from tests.conftest import TINY
 
-mlflow = pytest.importorskip("mlflow", reason="MLflow is not installed: pip install -e '.[mlflow]' (mlflow-skinny)")
+MISSING = "MLflow is not installed: pip install -e '.[mlflow]' (mlflow-skinny)"
 
 SMOKE = ("--profile", "smoke", "--no-onnx", "--threads", "1", *TINY)
 
 
 def test_a_smoke_trial_is_logged_to_a_file_store(tmp_path, cli, monkeypatch):
+    pytest.importorskip("mlflow", reason=MISSING)
     from mlflow.tracking import MlflowClient
 
     store = (tmp_path / "mlruns").as_uri()
@@ -49,3 +50,19 @@ def test_a_smoke_trial_is_logged_to_a_file_store(tmp_path, cli, monkeypatch):
 
     artefacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"predictions.parquet", "curve.json", "result.json"} <= artefacts
+
+
+def test_without_mlflow_the_trial_stands_and_the_warning_says_how_to_install(tmp_path, cli, monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m == "mlflow" or m.startswith("mlflow.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError
+    runs = tmp_path / "runs"
+    result = cli("--plugin", "plugins.mlflow_tracking", "run", "--methods", "constant", "--plugin",
+                 "tests.failing_plugin", "--seeds", "0", "--runs-dir", str(runs), *SMOKE)
+    assert result.exit_code == 0, result.output
+    [path] = runs.rglob("result.json")
+    record = json.loads(path.read_text())
+    assert record["status"] == "ok"
+    assert "pip install -e \".[mlflow]\"" in record["observer_errors"][0]
