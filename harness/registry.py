@@ -222,11 +222,11 @@ class PluginManager:
                     )
         return registry
 
-    def notify_trial_finished(self, trial: Any, result: Any) -> list[str]:
+    def notify_trial_finished(self, trial: Any, result: Any, trial_dir: Any = None) -> list[str]:
         """Call ``trial_finished`` on every plugin; return the errors (which never fail the trial)."""
         errors = []
         for impl in self.pm.hook.trial_finished.get_hookimpls():
-            kwargs = {"trial": trial, "result": result}
+            kwargs = {"trial": trial, "result": result, "trial_dir": trial_dir}
             try:
                 impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
             except Exception as exc:

@@ -104,6 +104,7 @@ def test_failing_trial_is_recorded_and_the_others_finish(tmp_path, cli, ray_sess
     assert "RuntimeError" in by_method["always-fails"]["traceback"]
     assert by_method["constant"]["status"] == "ok" and by_method["resnet"]["status"] == "ok"
     assert "FAILED  always-fails" in result.output and "1 failed" in result.output
+    assert "[2/3 done, 1 failed, 0 left] elapsed " in result.output  # the progress callback counted every trial
     # the next run resubmits only the failed trial
     again = cli(*args)
     assert again.exit_code == 1

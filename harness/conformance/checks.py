@@ -351,8 +351,12 @@ def check_metric(spec: MetricSpec) -> None:
 
 
 def check_observer(function: Callable, argnames: tuple[str, ...], plugin: str) -> None:
-    """A ``trial_finished`` implementation (``function`` taking ``argnames``, a subset of ``trial, result``)
-    accepts an ``ok`` and a ``failed`` result without raising."""
+    """A ``trial_finished`` implementation (``function`` taking ``argnames``, a subset of ``trial, result,
+    trial_dir``) accepts an ``ok`` and a ``failed`` result without raising (``trial_dir``: a folder holding only
+    ``result.json``, as a trial that failed early leaves it)."""
+    import json
+    import tempfile
+
     from harness.contract.result import TrialResult
     from harness.run.trial import Trial
 
@@ -360,9 +364,12 @@ def check_observer(function: Callable, argnames: tuple[str, ...], plugin: str) -
                   dataset_options=(("size", 16),), experiment="conformance")
     for status, extra in (("ok", {"metrics": {"macro_f1": 0.5}}), ("failed", {"error": "RuntimeError: x"})):
         result = TrialResult(key=trial.key, method="m", dataset="d", status=status, seed=0, sampler="-", **extra)
-        kwargs = {"trial": trial, "result": result}
-        try:
-            function(**{a: kwargs[a] for a in argnames})
-        except Exception as exc:
-            raise AssertionError(f"plugin {plugin!r} trial_finished raised on a {status} result: "
-                                 f"{type(exc).__name__}: {exc}") from exc
+        with tempfile.TemporaryDirectory(prefix="harness-observer-") as folder:
+            trial_dir = Path(folder)
+            (trial_dir / "result.json").write_text(json.dumps(result.to_dict()))
+            kwargs = {"trial": trial, "result": result, "trial_dir": trial_dir}
+            try:
+                function(**{a: kwargs[a] for a in argnames})
+            except Exception as exc:
+                raise AssertionError(f"plugin {plugin!r} trial_finished raised on a {status} result: "
+                                     f"{type(exc).__name__}: {exc}") from exc

@@ -91,7 +91,7 @@ def register_metrics(register):
 
 
 @hookspec
-def trial_finished(trial, result):
+def trial_finished(trial, result, trial_dir):
     """Observe a finished trial (an ``ok`` or a ``failed`` one).
 
     Called by the runner in the process that ran the trial, right after ``result.json`` has been
@@ -102,5 +102,8 @@ def trial_finished(trial, result):
     :param TrialResult result: the :class:`harness.contract.result.TrialResult` written to ``result.json``
         (``result.status``, ``result.metrics``, ...; item access ``result["metrics"]`` also works, for
         observers written when the record was a dict). Read it; do not change it.
+    :param Path trial_dir: the trial's folder (``trial.json``, ``result.json``, ``predictions.parquet``, the
+        learning curve ``curve.json``, ``artefacts/``, ``model/``: whichever the trial wrote). Read it; do not
+        change it.
     :return: nothing.
     """

@@ -465,7 +465,7 @@ def _finish(result: TrialResult, t_start: float, trial_dir: Path, manager: Plugi
     result.total_seconds = time.perf_counter() - t_start
     result.finished = datetime.now(timezone.utc).isoformat()
     write_result(trial_dir, result)
-    errors = manager.notify_trial_finished(trial, result) if manager is not None else []
+    errors = manager.notify_trial_finished(trial, result, trial_dir) if manager is not None else []
     if errors:  # printed, and recorded with the result
         for error in errors:
             print(f"warning: {error}", file=sys.stderr, flush=True)

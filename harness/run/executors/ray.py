@@ -9,6 +9,9 @@
 - Per-epoch numbers a method reports (``ctx.report(epoch=..., val_macro_f1=...)``) go to
   ``ray.tune.report``, so Ray's progress table and schedulers see them.
 - A failing trial is recorded as failed by ``run_trial`` and the sweep goes on.
+- As each trial ends the driver prints the sweep's progress (trials done / failed / left, elapsed time, an
+  estimate of the time left for the trials running at once: :mod:`harness.run.progress`), through a Ray Tune
+  callback; Ray's own table shows the per-epoch numbers.
 
 Ray is imported only here (and in :mod:`harness.run.tuning`), and only when something is submitted.
 On a cluster, ``RUNS_DIR`` (and the data directory) must be paths every node sees (a shared filesystem):
@@ -31,6 +34,7 @@ from typing import Any
 from harness.contract.result import STATUS_FAILED, STATUS_INTERRUPTED
 from harness.errors import HarnessError
 from harness.run.executors.base import RunSummary, progress_metrics
+from harness.run.progress import SweepProgress
 from harness.run.settings import ENV_CACHE_DIR, RunSettings
 from harness.run.trial import Trial
 from harness.store import ResultStore
@@ -299,8 +303,11 @@ def run_ray(trials: list[Trial], settings: RunSettings, options: RayOptions | No
     worker_settings = absolute_settings(settings, threads=settings.threads or options.threads, device=device)
     started_here = connect(options.address)
     outcomes: dict[str, Outcome] = {}
+    progress = SweepProgress(len(decisions), concurrency=_concurrency(options, len(pending)), out=out)
+    progress.skipped(len(decisions) - len(pending))
     try:
-        outcomes = _fit(pending, {t.key: decisions[t.key] for t in pending}, worker_settings, options, out)
+        outcomes = _fit(pending, {t.key: decisions[t.key] for t in pending}, worker_settings, options, out,
+                        progress=progress)
     except KeyboardInterrupt:  # a second Ctrl-C: Ray Tune's graceful stop was cut short
         summary.interrupted = True
     finally:
@@ -349,8 +356,68 @@ def run_ray(trials: list[Trial], settings: RunSettings, options: RayOptions | No
     return summary
 
 
+def _concurrency(options: RayOptions, pending: int) -> int:
+    """How many trials run at once: ``--max-concurrent``, else what the cluster's CPUs (and GPUs) hold."""
+    import ray
+
+    limits = [pending]
+    if options.max_concurrent:
+        limits.append(options.max_concurrent)
+    try:
+        resources = ray.cluster_resources()
+    except Exception:  # not connected (tests that stub Ray): the other limits
+        resources = {}
+    if resources.get("CPU"):
+        limits.append(int(resources["CPU"] // options.cpus_per_trial))
+    if options.gpus_per_trial and resources.get("GPU") is not None:
+        limits.append(int(resources["GPU"] // options.gpus_per_trial))
+    return max(1, min(limits))
+
+
+class TrialCounter:
+    """What the progress callback does with Ray Tune's events, kept apart from Ray so it can be tested: a trial
+    counts once, when its trainable reports its final ``trial_status`` or when Ray says its worker failed."""
+
+    def __init__(self, progress: SweepProgress):
+        self.progress = progress
+        self.seen: set[str] = set()
+
+    def result(self, trial_id: str, result: dict[str, Any]) -> None:
+        status = result.get("trial_status")
+        if status is None or trial_id in self.seen:
+            return  # a per-epoch report, or counted already
+        self.seen.add(trial_id)
+        if status == SKIPPED:
+            self.progress.skipped()
+            return
+        seconds = float(result.get("time_total_s") or 0.0)
+        self.progress.finished(status == "ok", seconds)
+
+    def error(self, trial_id: str, seconds: float = 0.0) -> None:
+        if trial_id not in self.seen:
+            self.seen.add(trial_id)
+            self.progress.finished(False, seconds)
+
+
+def _progress_callback(progress: SweepProgress):
+    from ray.tune import Callback
+
+    class ProgressCallback(Callback):
+        def __init__(self):
+            self.counter = TrialCounter(progress)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.counter.result(str(trial.trial_id), result)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            last = getattr(trial, "last_result", None) or {}
+            self.counter.error(str(trial.trial_id), float(last.get("time_total_s") or 0.0))
+
+    return ProgressCallback()
+
+
 def _fit(pending: list[Trial], decisions: dict[str, Any], settings: RunSettings, options: RayOptions,
-         out) -> dict[str, Outcome]:
+         out, progress: SweepProgress | None = None) -> dict[str, Outcome]:
     """Submit ``pending`` to Ray Tune and wait; returns what Ray says about each trial, by key. On Ctrl-C Ray
     Tune stops its trials and returns (a trial that never reported its end has ``Outcome.status`` None)."""
     from ray import tune
@@ -370,6 +437,7 @@ def _fit(pending: list[Trial], decisions: dict[str, Any], settings: RunSettings,
         storage_path=str(Path(options.storage).expanduser().resolve()) if options.storage else None,
         verbose=options.verbose,
         failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+        callbacks=[_progress_callback(progress)] if progress is not None else None,
     )
     tuner = tune.Tuner(
         trainable,
