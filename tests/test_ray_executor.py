@@ -228,3 +228,19 @@ def test_ray_options_validation():
     for bad in ({"cpus_per_trial": 0}, {"gpus_per_trial": -1}, {"max_concurrent": 0}):
         with pytest.raises(HarnessError):
             RayOptions(**bad)
+
+
+def test_a_stopped_worker_prints_no_interrupt_traceback(capsys):
+    """The worker hook drops a KeyboardInterrupt raised in a finaliser (how Ray's stop can land) and passes any
+    other unraisable exception to the previous hook."""
+    import types
+
+    from harness.run.executors.ray import _quiet_stop_hook
+
+    seen = []
+    hook = _quiet_stop_hook(seen.append)
+    assert _quiet_stop_hook(hook) is hook  # installed once per worker however many trials it runs
+    hook(types.SimpleNamespace(exc_type=KeyboardInterrupt))
+    other = types.SimpleNamespace(exc_type=ValueError)
+    hook(other)
+    assert seen == [other]

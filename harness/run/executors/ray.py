@@ -171,6 +171,23 @@ def prepare_worker(sys_paths: Iterable[str], env: dict[str, str]) -> None:
             os.environ[key] = env[key]
         else:
             os.environ.pop(key, None)
+    sys.unraisablehook = _quiet_stop_hook(sys.unraisablehook)
+
+
+def _quiet_stop_hook(default):
+    """An unraisable-exception hook that drops ``KeyboardInterrupt``: Ray stops a trial on Ctrl-C by interrupting
+    its worker, which can land inside a finaliser (a weakref callback) and print an "Exception ignored" traceback
+    that Ray forwards to the driver. The stop is expected, and the driver says what it stopped."""
+    if getattr(default, "harness_quiet_stop", False):
+        return default
+
+    def hook(unraisable) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            return
+        default(unraisable)
+
+    hook.harness_quiet_stop = True
+    return hook
 
 
 def absolute_settings(settings: RunSettings, threads: int | None = None, device: str | None = None) -> RunSettings:
