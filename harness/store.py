@@ -82,16 +82,16 @@ def store_error(exc: OSError, path: Path, doing: str = "write") -> StoreError:
                       f"written are intact; run the same command again to resume.")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically; an ``OSError`` is a :class:`StoreError` (``path`` untouched)."""
+@contextlib.contextmanager
+def _atomic_target(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write; it replaces ``path`` when the block ends without error and is
+    removed otherwise. An ``OSError`` is a :class:`StoreError` (``path`` untouched)."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        os.close(fd)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException as exc:
         if tmp is not None:
@@ -100,6 +100,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(exc, OSError):
             raise store_error(exc, path) from exc
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (flushed to disk first); an ``OSError`` is a :class:`StoreError`."""
+    with _atomic_target(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def atomic_write_json(path: Path, payload: Any) -> None:
@@ -108,20 +116,8 @@ def atomic_write_json(path: Path, payload: Any) -> None:
 
 def atomic_write_parquet(path: Path, frame) -> None:
     """Write a polars DataFrame atomically (an ``OSError`` is a :class:`StoreError`)."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
+    with _atomic_target(path) as tmp:
         frame.write_parquet(tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise store_error(exc, path) from exc
-        raise
 
 
 # ------------------------------------------------------------------------------------ names and paths
