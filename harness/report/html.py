@@ -42,6 +42,7 @@ IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                ".webp": "image/webp", ".svg": "image/svg+xml"}
 MAX_IMAGES_PER_METHOD = 6
 MAX_IMAGE_BYTES = 2_000_000
+MAX_PAGE_IMAGE_BYTES = 600_000  # images embedded in one page, in total (base64 adds a third): keeps a page small
 
 CSS = """
 :root { color-scheme: light; --accent: #2563eb; --muted: #666; --line: #ddd; }
@@ -241,7 +242,9 @@ def _comparison_text(summary: Summary, cmp: dict) -> str:
     return "<p>" + " ".join(parts) + "</p>"
 
 
-def _artefacts_html(detail: GroupDetail) -> str:
+def _artefacts_html(detail: GroupDetail, budget: list[int]) -> str:
+    """The trials' artefacts: images embedded (at most ``MAX_IMAGES_PER_METHOD``, each at most
+    ``MAX_IMAGE_BYTES``, while ``budget[0]``, the page's embedded-image bytes left, allows), the rest listed."""
     images, others = [], []
     for trial in detail.trials:
         folder = trial.folder / "artefacts"
@@ -251,12 +254,13 @@ def _artefacts_html(detail: GroupDetail) -> str:
             label = f"seed {trial.seed}: {file.relative_to(folder)}"
             mime = IMAGE_TYPES.get(file.suffix.lower())
             size = file.stat().st_size
-            if mime and size <= MAX_IMAGE_BYTES and len(images) < MAX_IMAGES_PER_METHOD:
+            if mime and size <= min(MAX_IMAGE_BYTES, budget[0]) and len(images) < MAX_IMAGES_PER_METHOD:
+                budget[0] -= size
                 data = base64.b64encode(file.read_bytes()).decode()
                 images.append(f'<figure><img alt="{esc(label)}" src="data:{mime};base64,{data}">'
                               f"<figcaption>{esc(label)}</figcaption></figure>")
             else:
-                others.append(f"<li>{esc(label)} ({size:,} bytes, not embedded)</li>")
+                others.append(f"<li>{esc(label)} ({size:,} bytes, not embedded: in the trial's artefacts/)</li>")
     if not images and not others:
         return '<p class="muted">No artefacts.</p>'
     return (('<div class="artefacts">' + "".join(images) + "</div>") if images else "") + (
@@ -283,7 +287,7 @@ def _curves_html(summary: Summary, detail: GroupDetail) -> str:
     return f'<div class="curves">{"".join(plots)}</div>{text}'
 
 
-def _detail_html(summary: Summary, detail: GroupDetail, row: dict, anchor: str) -> str:
+def _detail_html(summary: Summary, detail: GroupDetail, row: dict, anchor: str, budget: list[int]) -> str:
     metric = summary.settings.headline
     parts = [f'<details id="{anchor}"><summary>{esc(detail.method)} · {esc(detail.sampler)} '
              f'<span class="muted">rank {esc(row["rank"])}, band {esc(band_cell(row))}, {esc(short(metric))} '
@@ -322,7 +326,7 @@ def _detail_html(summary: Summary, detail: GroupDetail, row: dict, anchor: str) 
         items = "".join(f"<tr><td>{esc(k)}</td><td>{esc(redact(json.dumps(clean(v))))}</td></tr>"
                         for k, v in sorted(config.items()))
         parts.append(f"<h4>Config</h4><table><tbody>{items}</tbody></table>")
-    parts.append("<h4>Artefacts</h4>" + _artefacts_html(detail))
+    parts.append("<h4>Artefacts</h4>" + _artefacts_html(detail, budget))
     parts.append("</details>")
     return "\n".join(parts)
 
@@ -392,6 +396,7 @@ def to_html(summary: Summary, prov: dict, title: str) -> str:
     if board.is_empty():
         parts += ["<p>No finished trials.</p>"]
     ids: dict[tuple, str] = {}
+    budget = [MAX_PAGE_IMAGE_BYTES]  # shared by every method's artefacts, in the order of the tables
     if not board.is_empty():
         for i, row in enumerate(board.iter_rows(named=True)):
             ids[(row["dataset"], row["method"], row["sampler"])] = f"m{i}"
@@ -410,7 +415,7 @@ def to_html(summary: Summary, prov: dict, title: str) -> str:
             key = (row["dataset"], row["method"], row["sampler"])
             detail = summary.details.get(key)
             if detail is not None:
-                parts.append(_detail_html(summary, detail, row, ids[key]))
+                parts.append(_detail_html(summary, detail, row, ids[key], budget))
         parts.append("</section>")
     if summary.cross is not None:
         parts.append(_cross_html(summary))
