@@ -16,74 +16,30 @@ differ by one vote (1/N) where two classes' errors of a trial are within that to
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-OPSET = 17
-
-
-class _Rows(nn.Module):
-    """(z, logsnr, y) -> prediction, with fixed argument names for the ONNX graph."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, z: torch.Tensor, logsnr: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.net(z, logsnr, y)
+from harness.toolkit.nn.onnx import OnnxNet, export_net
 
 
 def export_unet(net: nn.Module, path: Path | str, example_rows: torch.Tensor) -> Path:
     """Export ``net(z, logsnr, y)`` to ONNX at ``path`` with a dynamic number of rows. ``example_rows`` is
     one or more inputs in the model's space (after the resize and the Haar transform): its shape fixes C, H, W."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    was_training = net.training
-    net.eval()
     z = example_rows[:2].detach().float().cpu()
     if len(z) < 2:  # a batch of two, so the exporter cannot fold the row count into a constant
         z = torch.cat([z, z])
-    logsnr = torch.linspace(-2.0, 2.0, len(z))
-    y = torch.zeros(len(z), dtype=torch.int64)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer notes on shape checks: the spatial size is fixed by design
-        torch.onnx.export(_Rows(net).cpu(), (z, logsnr, y), str(path), input_names=["z", "logsnr", "y"],
-                          output_names=["prediction"], opset_version=OPSET, dynamo=False,
-                          dynamic_axes={"z": {0: "rows"}, "logsnr": {0: "rows"}, "y": {0: "rows"},
-                                        "prediction": {0: "rows"}})
-    net.train(was_training)
-    return path
+    inputs = {"z": z, "logsnr": torch.linspace(-2.0, 2.0, len(z)), "y": torch.zeros(len(z), dtype=torch.int64)}
+    return export_net(net, path, inputs, output="prediction")
 
 
-class OnnxUNet(nn.Module):
-    """An ONNX Runtime session standing in for the UNet: ``forward(z, logsnr, y)`` -> torch tensor (CPU
-    provider, or CUDA when available and asked for). No parameters: the weights live in the graph."""
-
-    def __init__(self, path: Path | str, *, threads: int | None = None, providers: list[str] | None = None):
-        super().__init__()
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        available = ort.get_available_providers()
-        providers = [p for p in (providers or ["CPUExecutionProvider"]) if p in available] or ["CPUExecutionProvider"]
-        self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
-
-    @property
-    def provider(self) -> str:
-        return self.session.get_providers()[0]
+class OnnxUNet(OnnxNet):
+    """An ONNX Runtime session standing in for the UNet: ``forward(z, logsnr, y)`` -> torch tensor, a scalar
+    ``logsnr`` or ``y`` expanded to the rows (CPU provider, or CUDA when available and asked for)."""
 
     def forward(self, z: torch.Tensor, logsnr: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        feeds = {"z": z.detach().float().cpu().numpy(),
-                 "logsnr": torch.as_tensor(logsnr, dtype=torch.float32).expand(len(z)).cpu().numpy(),
-                 "y": torch.as_tensor(y).long().expand(len(z)).cpu().numpy().astype(np.int64)}
-        (out,) = self.session.run(["prediction"], feeds)
-        return torch.from_numpy(out).to(z.device)
+        return super().forward(z, logsnr, y)
 
 
 def onnx_classifier(clf, path: Path | str, example: torch.Tensor, *, threads: int | None = None):
