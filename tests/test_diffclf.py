@@ -419,3 +419,22 @@ def test_the_paper_profile_states_favero_s_data_protocol():
     for dataset, stated in spec.dataset_profiles["paper"].items():
         options = registry.get("datasets", dataset).options(**{k.split(".", 1)[1]: v for k, v in stated.items()})
         assert all(getattr(options, k.split(".", 1)[1]) == v for k, v in stated.items())
+
+
+def test_latency_times_the_vote_on_onnx_runtime_beside_torch():
+    """Not one graph (``exportable=False``), yet the latency record has both runtimes: the classifier's
+    ``onnx_runtime`` exports its UNet and the trials and the vote run over an ONNX Runtime session."""
+    pytest.importorskip("onnxruntime")
+    from harness import Predictor
+    from harness.run.latency import LatencySettings, measure
+
+    torch.manual_seed(0)
+    config = DiffClfConfig(**PROFILES["smoke"])
+    clf = DiffusionClassifier(build_unet(config, 3, 16, 3).eval(), 3, schedule=ShiftedCosineLogSNR(image_d=16),
+                              votes=4, seed=3).eval()
+    images = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    record = measure(Predictor(clf, exportable=False), images,
+                     LatencySettings(batch=4, max_repeats_b1=2, max_repeats_batch=2, budget_s=0.01))
+    assert "onnx_error" not in record, record.get("onnx_error")
+    assert record["onnx_provider"] == "CPUExecutionProvider" and record["onnx_graphs"] == ["unet.onnx"]
+    assert record["onnx_ms_per_image_b1"] > 0 and record["ms_per_image_b1"] > 0

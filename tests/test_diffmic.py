@@ -490,3 +490,20 @@ def test_diffmic_beats_chance_on_synthetic(tmp_path):
     # benchmarks/README.md): one chain is a sample of the label, so that claim is the budget study's, not a test's.
     assert notes["val_macro_f1"] > 0.6 and notes["val_prior_macro_f1"] > 0.6, notes
     assert result["metrics"]["macro_f1"] > 0.5, result["metrics"]
+
+
+def test_latency_times_the_chain_on_onnx_runtime_beside_torch():
+    """A DiffMIC predictor is not one graph (``exportable=False``), yet the latency record has both runtimes:
+    its ``onnx_runtime`` exports the three networks and the chain runs over ONNX Runtime sessions."""
+    pytest.importorskip("onnxruntime")
+    from harness import Predictor
+    from harness.run.latency import LatencySettings, measure
+
+    module = _tiny_classifier(seed=1).eval()
+    images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    record = measure(Predictor(module, exportable=False), images,
+                     LatencySettings(batch=4, max_repeats_b1=2, max_repeats_batch=2, budget_s=0.01))
+    assert "onnx_error" not in record, record.get("onnx_error")
+    assert record["onnx_provider"] == "CPUExecutionProvider"
+    assert record["onnx_graphs"] == ["denoiser.onnx", "feature.onnx", "prior.onnx"]
+    assert record["onnx_ms_per_image_b1"] > 0 and record["ms_per_image_b1"] > 0

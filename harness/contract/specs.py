@@ -259,7 +259,11 @@ class Predictor:
 
     Optional capabilities:
     - ``explain(images_uint8, labels, out_dir) -> list[Path]``: writes explanation images.
-    - ``exportable``: ``module`` can be exported to ONNX (then the harness also times ONNX Runtime).
+    - ``exportable``: ``module`` can be exported to ONNX (then the harness also times ONNX Runtime). A module
+      that is not one graph (a loop around networks, as a diffusion chain) sets it False and may define
+      ``onnx_runtime(directory, example, threads=None)``: export the networks it calls per step to
+      ``directory`` and return a module with the same input and output that runs them on ONNX Runtime (its
+      ``onnx_provider`` names the provider); the harness times that as the ONNX Runtime latency.
     - ``latency_module``: what the harness times when it differs from ``module``, e.g. a diffusion method's one
       chain per image (the paper's cost) where ``module`` also runs extra chains for an uncertainty column;
       ``module`` is then timed too, as ``full_ms_per_image_*``.
@@ -278,7 +282,10 @@ class Predictor:
         """uint8 (N, H, W, C) -> normalised float tensor (N, C, H, W) on the predictor's device."""
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2)
+        images = np.ascontiguousarray(images)
+        if not images.flags.writeable:  # a memory-mapped or read-only split: torch wants a writable buffer
+            images = images.copy()
+        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2)
         return normalise(x, self.mean, self.std)
 
     def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:

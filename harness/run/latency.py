@@ -29,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+# A module that is not one graph (a diffusion chain) may define ``onnx_runtime(directory, example, threads=None)``
+# returning a module with the same input and output that runs its networks on ONNX Runtime; latency times it.
+ONNX_RUNTIME = "onnx_runtime"
 MATCH_ATOL = 1e-5  # channels_last must reproduce the NCHW output within this to be the format timed
 
 
@@ -144,12 +147,49 @@ def measure(predictor, images: np.ndarray, settings: LatencySettings, workdir: P
                                                   settings.budget_s), 1))
         out.update(_summary("full_", f"b{batch}", _timed(run(xb, full), 1, settings.max_repeats_batch,
                                                          settings.budget_s), batch))
-    if settings.onnx and onnx_file is not None and Path(onnx_file).exists():
+    if settings.onnx and not predictor.exportable and hasattr(module, ONNX_RUNTIME):
+        out.update(_onnx_runtime_latency(module, x1, xb, batch, settings))
+    elif settings.onnx and onnx_file is not None and Path(onnx_file).exists():
         out.update(_onnx_latency(None, x1, xb, batch, settings, Path(onnx_file), keep=True))
     elif settings.onnx and predictor.exportable and (workdir is not None or keep_onnx is not None):
         path = keep_onnx if keep_onnx is not None else Path(workdir) / "model.onnx"
         out.update(_onnx_latency(module, x1, xb, batch, settings, path, keep=keep_onnx is not None))
     return out
+
+
+def _onnx_runtime_latency(module, x1, xb, batch: int, settings: LatencySettings) -> dict:
+    """Time ``module.onnx_runtime(...)``: a method whose prediction is a loop around networks (a diffusion
+    chain) exports the networks called per step and drives the same loop over ONNX Runtime sessions. The
+    graphs go to a temporary folder (``harness bench`` exports them again from the kept model). Any failure
+    is recorded, never raised."""
+    import tempfile
+
+    import torch
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="harness-onnx-") as tmp:
+            runner = getattr(module, ONNX_RUNTIME)(Path(tmp), x1.cpu(), threads=torch.get_num_threads())
+            graphs = sorted(p.name for p in Path(tmp).glob("*.onnx"))
+
+            def run(x):
+                def call():
+                    with torch.inference_mode():
+                        runner(x)
+                return call
+
+            a1, ab = x1.cpu(), xb.cpu()
+            out = {"onnx_provider": getattr(runner, "onnx_provider", None) or "CPUExecutionProvider",
+                   "onnx_threads": torch.get_num_threads(), "onnx_graphs": graphs}
+            out.update(_summary("onnx_", "b1", _timed(run(a1), settings.warmup, settings.max_repeats_b1,
+                                                       settings.budget_s), 1))
+            out.update(_summary("onnx_", f"b{batch}", _timed(run(ab), 1, settings.max_repeats_batch,
+                                                              settings.budget_s), batch))
+        if batch != 64:
+            out["onnx_ms_per_image_b64"] = out[f"onnx_ms_per_image_b{batch}"]
+            out["onnx_p95_ms_b64"] = out[f"onnx_p95_ms_b{batch}"]
+        return out
+    except Exception as exc:  # export support varies by architecture; timing torch is enough
+        return {"onnx_error": f"{type(exc).__name__}: {str(exc)[:300]}"}
 
 
 def onnx_session(path: Path, device_type: str = "cpu", threads: int | None = None):

@@ -90,6 +90,10 @@ class OnnxDiffMIC(nn.Module):
         self.temperature, self.uncertainty_chains = classifier.temperature, classifier.uncertainty_chains
         self.chains, self.num_classes = classifier.chains, classifier.num_classes
 
+    @property
+    def onnx_provider(self) -> str:
+        return self.sessions["denoiser"].get_providers()[0]
+
     def _run(self, name: str, **inputs: np.ndarray) -> np.ndarray:
         return self.sessions[name].run(None, inputs)[0]
 
