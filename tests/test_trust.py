@@ -589,3 +589,22 @@ def test_every_test_docs_trust_names_exists():
             if not re.search(rf"^def {match.group(2)}\(", (REPO / "tests" / file).read_text(), re.M):
                 missing.append(f"{file}::{match.group(2)}")
     assert named >= 54 and not missing, missing
+
+
+def test_ctrl_c_records_started_trials_as_interrupted_and_leaves_waiting_ones_unrecorded(tmp_path):
+    """A Ray sweep stopped by Ctrl-C: a trial that had started (its trial.json written) is recorded as
+    ``interrupted``; one still waiting for a slot has no result at all, so a report does not show it as a failed
+    seed (it is listed as not run, and the same command runs it)."""
+    from harness.run.runner import record_unfinished
+    from harness.store import TRIAL_FILE, atomic_write_json
+
+    trial, settings, _, _ = _trial_and_settings(tmp_path)
+    store = ResultStore.of(tmp_path, trial.experiment)
+    error = "stopped (Ctrl-C) before it finished"
+    assert record_unfinished(trial, settings, status="interrupted", error=error, require_started=True) is None
+    assert store.read(trial.key)[0] is None
+    trial_dir = tmp_path / trial.experiment / trial.key
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(trial_dir / TRIAL_FILE, {**trial.to_dict(), "started": "2026-12-01T10:00:00+00:00"})
+    written = record_unfinished(trial, settings, status="interrupted", error=error, require_started=True)
+    assert written is not None and store.read(trial.key)[0].status == "interrupted"

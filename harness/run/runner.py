@@ -417,16 +417,19 @@ def _run_locked(trial: Trial, settings: RunSettings, trial_dir: Path, *, reporte
 
 
 def record_unfinished(trial: Trial, settings: RunSettings, *, status: str, error: str,
-                      details: dict[str, Any] | None = None) -> TrialResult | None:
+                      details: dict[str, Any] | None = None, require_started: bool = False) -> TrialResult | None:
     """Record a trial whose process ended without writing its result (a Ray worker that died, a trial stopped
     by Ctrl-C): ``status`` (``failed`` or ``interrupted``), ``error`` and what is known (when it started, the
     learning curve so far, ``details`` as notes). Returns the result written, or None when another process holds
-    the trial, or it has a result of its own by now."""
+    the trial, or it has a result of its own by now, or (``require_started``) it never started: a trial still
+    waiting for a slot when Ctrl-C came is not a result, so a report does not count it as a failed seed."""
     store = ResultStore.of(settings.runs_dir, trial.experiment)
     try:
         with store.lock(trial.key) as trial_dir:
             stored, _ = store.read(trial.key)
             started = _started(trial_dir)
+            if require_started and started is None:
+                return None
             if stored is not None and (stored.ok or (started is not None and (stored.started or "") >= started)):
                 return None  # a finished result is never overwritten; or the attempt wrote its own
             result = start_result(trial, datetime.fromisoformat(started) if started else datetime.now(timezone.utc))

@@ -362,9 +362,10 @@ def run_ray(trials: list[Trial], settings: RunSettings, options: RayOptions | No
             print(f"  FAILED  {trial.label()}: {error}", file=out)
             continue
         # never reported an end: stopped by Ctrl-C (recorded as interrupted if it had started) or never started
+        # (nothing recorded: it is listed as not run)
         summary.interrupted = True
         if not fresh:
-            record_unfinished(trial, worker_settings, status=STATUS_INTERRUPTED,
+            record_unfinished(trial, worker_settings, status=STATUS_INTERRUPTED, require_started=True,
                               error="stopped (Ctrl-C) before it finished; run the same command again to resume")
         summary.not_run.append(trial.key)
     if summary.interrupted:
