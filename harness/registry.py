@@ -224,13 +224,21 @@ class PluginManager:
 
     def notify_trial_finished(self, trial: Any, result: Any, trial_dir: Any = None) -> list[str]:
         """Call ``trial_finished`` on every plugin; return the errors (which never fail the trial)."""
+        return self._notify("trial_finished", trial=trial, result=result, trial_dir=trial_dir)
+
+    def notify_trial_reported(self, trial: Any, record: dict, trial_dir: Any = None,
+                              metric_names: tuple[str, ...] = ()) -> list[str]:
+        """Call ``trial_reported`` on every plugin; return the errors (which never fail the trial)."""
+        return self._notify("trial_reported", trial=trial, record=record, trial_dir=trial_dir,
+                            metric_names=metric_names)
+
+    def _notify(self, hook: str, **kwargs: Any) -> list[str]:
         errors = []
-        for impl in self.pm.hook.trial_finished.get_hookimpls():
-            kwargs = {"trial": trial, "result": result, "trial_dir": trial_dir}
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
             try:
                 impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
             except Exception as exc:
-                errors.append(f"plugin {impl.plugin_name!r} trial_finished: {type(exc).__name__}: {exc}")
+                errors.append(f"plugin {impl.plugin_name!r} {hook}: {type(exc).__name__}: {exc}")
         return errors
 
 

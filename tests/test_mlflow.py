@@ -22,9 +22,22 @@ def test_a_smoke_trial_is_logged_to_a_file_store(tmp_path, cli, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     runs = tmp_path / "runs"
+    import plugins.mlflow_tracking as tracking
+
+    seen = []  # what MLflow held right after each live record: the run's status and its loss points
+
+    def observed(trial, record, trial_dir, metric_names=(), uri=None):
+        run_id = log_record(trial, record, trial_dir, metric_names, uri)
+        seen.append((MlflowClient(tracking_uri=store).get_run(run_id).info.status,
+                     len(MlflowClient(tracking_uri=store).get_metric_history(run_id, "loss"))))
+        return run_id
+
+    log_record = tracking.log_record
+    monkeypatch.setattr(tracking, "log_record", observed)
     result = cli("--plugin", "plugins.mlflow_tracking", "run", "--methods", "resnet", "--seeds", "0",
                  "--set", "resnet.epochs=2", "--experiment", "mlflow-smoke", "--runs-dir", str(runs), *SMOKE)
     assert result.exit_code == 0, result.output
+    assert seen == [("RUNNING", 1), ("RUNNING", 2)], "the curve is logged live, one epoch at a time"
     assert "warning" not in result.output.lower(), result.output  # the observer raised nothing
 
     client = MlflowClient(tracking_uri=store)
@@ -44,7 +57,7 @@ def test_a_smoke_trial_is_logged_to_a_file_store(tmp_path, cli, monkeypatch):
     curve = json.loads((trial_dir / "curve.json").read_text())
     for key in ("loss", "val_macro_f1"):
         history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
-        assert [m.step for m in history] == [r["epoch"] for r in curve]
+        assert [m.step for m in history] == [r["epoch"] for r in curve]  # once each: not logged again at the end
         assert [m.value for m in history] == pytest.approx([r[key] for r in curve])
     assert len(curve) == 2
 

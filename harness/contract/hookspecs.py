@@ -107,3 +107,23 @@ def trial_finished(trial, result, trial_dir):
         change it.
     :return: nothing.
     """
+
+
+@hookspec
+def trial_reported(trial, record, trial_dir, metric_names):
+    """Observe one learning-curve record while its trial runs (each ``ctx.report`` of the method: one per epoch
+    for the methods that train in epochs), so a tracker can show the curve live.
+
+    Called by the runner in the process that runs the trial, after the method's own reporter. Exceptions
+    raised here are printed once per plugin and recorded in the result's ``observer_errors``; they never stop
+    or fail the trial.
+
+    :param Trial trial: the :class:`harness.run.trial.Trial` running.
+    :param dict record: the values reported (``epoch``, ``loss``, ``val_macro_f1``, ``lr`` ...). Read it; do not
+        change it.
+    :param Path trial_dir: the trial's folder (``trial.json`` is there; the rest comes as the trial ends).
+    :param tuple metric_names: the test metrics the trial's result will have (the registered metrics), so an
+        observer can keep a curve key that has a test metric's name apart from it.
+    :return: nothing.
+    """
+

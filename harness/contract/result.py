@@ -92,7 +92,7 @@ class TrialResult:
     notes: dict[str, Any] = field(default_factory=dict)  # what the method recorded with ctx.note(...)
     explanations: list[str] = field(default_factory=list)  # paths (relative to the trial folder) of maps
     explain_error: str | None = None
-    observer_errors: list[str] = field(default_factory=list)  # trial_finished observers that raised
+    observer_errors: list[str] = field(default_factory=list)  # trial_reported / trial_finished observers that raised
     # What the trial saved under trial_dir/model/ (None: nothing, e.g. --no-save-model or a failed trial):
     # {"dir": "model", "files": {name: bytes}, "bytes": total, "onnx": bool, ...}.
     model: dict[str, Any] | None = None

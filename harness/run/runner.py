@@ -345,7 +345,8 @@ def _run_locked(trial: Trial, settings: RunSettings, trial_dir: Path, *, reporte
         if missing is not None:
             raise missing
         fitted = fit_trial(trial, settings, registry=registry, trial_dir=trial_dir,
-                           reporter=reporter or _console_reporter(trial), result=result)
+                           reporter=_observed(reporter or _console_reporter(trial), trial, trial_dir, registry,
+                                              manager, result), result=result)
         data, predictor = fitted.data, fitted.predictor
         timings = result.timings
 
@@ -462,6 +463,25 @@ def _disk_error(exc: BaseException, trial_dir: Path) -> StoreError | None:
     return None
 
 
+def _observed(reporter: Callable[..., None], trial: Trial, trial_dir: Path, registry: Registry,
+              manager: PluginManager | None, result: TrialResult) -> Callable[..., None]:
+    """``reporter`` followed by the plugins' ``trial_reported`` observers; an observer's error is printed once
+    and recorded in ``result.observer_errors``, and the trial goes on."""
+    if manager is None or not manager.pm.hook.trial_reported.get_hookimpls():
+        return reporter
+    names = tuple(sorted(registry.metrics))
+
+    def report(**values: Any) -> None:
+        reporter(**values)
+        for error in manager.notify_trial_reported(trial, dict(values), trial_dir, names):
+            plugin = error.split(" trial_reported:", 1)[0]
+            if not any(e.startswith(plugin) for e in result.observer_errors):
+                print(f"warning: {error}", file=sys.stderr, flush=True)
+                result.observer_errors.append(error)
+
+    return report
+
+
 def _finish(result: TrialResult, t_start: float, trial_dir: Path, manager: PluginManager | None,
             trial: Trial) -> None:
     result.timings = {k: round(v, 4) for k, v in result.timings.items()}
@@ -472,7 +492,7 @@ def _finish(result: TrialResult, t_start: float, trial_dir: Path, manager: Plugi
     if errors:  # printed, and recorded with the result
         for error in errors:
             print(f"warning: {error}", file=sys.stderr, flush=True)
-        result.observer_errors = errors
+        result.observer_errors = [*result.observer_errors, *errors]
         write_result(trial_dir, result)
 
 

@@ -10,7 +10,8 @@ it, a file store ``mlruns/`` in the working directory. MLflow 3 refuses new file
 ``MLFLOW_ALLOW_FILE_STORE=true``; the plugin sets that (if unset) when the target is a file store, since a local
 folder is what it was asked for. The MLflow experiment is the harness experiment (``runs/<experiment>/``).
 
-What, per trial (``trial_finished``, in the process that ran the trial, Ray workers included):
+What, per trial (``trial_reported`` and ``trial_finished``, in the process that runs the trial, Ray workers
+included):
 
 - the run is named by the trial key, tagged ``harness.key``, ``harness.status``, ``harness.method`` ... and
   ``harness.error`` for a failed trial (status ``FAILED``);
@@ -18,8 +19,10 @@ What, per trial (``trial_finished``, in the process that ran the trial, Ray work
   (``config.<name>``) and the dataset's options (``dataset.<name>``);
 - metrics: the test metrics (``macro_f1`` ...), ``fit_seconds``, ``total_seconds``, ``parameters`` and the
   numeric latency figures (``latency.<name>``);
-- the learning curve (``curve.json``, one record per ``ctx.report``): every numeric key with step = the record's
-  epoch (``loss``, ``val_macro_f1``, ``lr`` ...; a key that is also a test metric is logged as ``curve.<key>``);
+- the learning curve, **live** (``trial_reported``: the run opens at the trial's first ``ctx.report``, status
+  RUNNING, and each record is logged as it comes, so the MLflow UI shows the curve while the trial trains):
+  every numeric key with step = the record's epoch (``loss``, ``val_macro_f1``, ``lr`` ...; a key that is also
+  a test metric is logged as ``curve.<key>``); at the end, any record the live run missed (``curve.json``);
 - artefacts: the trial folder's ``artefacts/``, ``predictions.parquet``, ``curve.json``, ``result.json`` and
   ``trial.json`` (not the kept model: large, and ``harness predict`` / ``bench`` read it from the runs folder).
 
@@ -33,6 +36,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -101,10 +105,8 @@ def curve_points(curve: list[dict[str, Any]], taken: set[str] = frozenset()) -> 
     return points
 
 
-def log_trial(trial: Any, result: Any, trial_dir: Path | None, uri: str | None = None) -> str:
-    """Log one trial as an MLflow run; returns the run id."""
+def _client(uri: str | None = None):
     try:
-        from mlflow.entities import Metric, Param
         from mlflow.tracking import MlflowClient
     except ImportError as exc:
         raise ImportError(f"the mlflow_tracking plugin needs MLflow ({exc}); install it with "
@@ -112,24 +114,77 @@ def log_trial(trial: Any, result: Any, trial_dir: Path | None, uri: str | None =
     uri = uri or tracking_uri()
     if is_file_store(uri):
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    client = MlflowClient(tracking_uri=uri)
-    experiment_id = _experiment_id(client, result.experiment or getattr(trial, "experiment", "") or "harness")
-    tags = {"harness.key": result.key, "harness.status": result.status, "harness.method": result.method,
-            "harness.dataset": result.dataset, "harness.sampler": result.sampler, "harness.seed": _text(result.seed),
-            "harness.profile": result.profile, "harness.version": result.harness_version,
-            "harness.git_commit": result.git_commit}
-    if result.error:
-        tags["harness.error"] = result.error[:5000]
+    return MlflowClient(tracking_uri=uri)
+
+
+def _tags(trial: Any, trial_dir: Path | None, result: Any = None) -> dict[str, str]:
+    source = result if result is not None else trial
+    tags = {"harness.key": source.key, "harness.method": source.method, "harness.dataset": source.dataset,
+            "harness.sampler": source.sampler, "harness.seed": _text(source.seed), "harness.profile": source.profile,
+            "harness.status": result.status if result is not None else "running"}
+    if result is not None:
+        tags.update({"harness.version": result.harness_version, "harness.git_commit": result.git_commit})
+        if result.error:
+            tags["harness.error"] = result.error[:5000]
     if trial_dir is not None:
         tags["harness.trial_dir"] = str(Path(trial_dir).resolve())
-    run = client.create_run(experiment_id, run_name=result.key, tags={k: v for k, v in tags.items() if v})
-    run_id = run.info.run_id
+    return {k: v for k, v in tags.items() if v}
+
+
+@dataclass
+class LiveRun:
+    """The MLflow run a trial opened at its first report, and how many curve records it has logged."""
+
+    run_id: str
+    uri: str
+    records: int = 0
+
+
+LIVE: dict[str, LiveRun] = {}  # trial key -> its open run, in the process running the trial
+
+
+def log_record(trial: Any, record: dict[str, Any], trial_dir: Path | None, metric_names=(),
+               uri: str | None = None) -> str:
+    """Log one learning-curve record of a running trial (opening its run, status RUNNING, at the first)."""
+    uri = uri or tracking_uri()
+    client = _client(uri)
+    from mlflow.entities import Metric
+
+    live = LIVE.get(trial.key)
+    if live is None or live.uri != uri:
+        experiment_id = _experiment_id(client, getattr(trial, "experiment", "") or "harness")
+        run = client.create_run(experiment_id, run_name=trial.key, tags=_tags(trial, trial_dir))
+        live = LIVE[trial.key] = LiveRun(run.info.run_id, uri)
+    live.records += 1
+    now = int(time.time() * 1000)
+    points = curve_points([record], set(metric_names))
+    step = int(record["epoch"]) if _finite(record.get("epoch")) else live.records
+    client.log_batch(live.run_id, metrics=[Metric(k, v, now, step) for k, v, _ in points])
+    return live.run_id
+
+
+def log_trial(trial: Any, result: Any, trial_dir: Path | None, uri: str | None = None) -> str:
+    """Log one finished trial as an MLflow run (the run its live curve opened, or a new one); returns the run id."""
+    uri = uri or tracking_uri()
+    client = _client(uri)
+    from mlflow.entities import Metric, Param
+
+    live = LIVE.pop(result.key, None)
+    if live is not None and live.uri == uri:
+        run_id = live.run_id
+        for key, value in _tags(trial, trial_dir, result).items():
+            client.set_tag(run_id, key, value)
+    else:
+        live = None
+        experiment_id = _experiment_id(client, result.experiment or getattr(trial, "experiment", "") or "harness")
+        run_id = client.create_run(experiment_id, run_name=result.key, tags=_tags(trial, trial_dir, result)).info.run_id
     try:
         now = int(time.time() * 1000)
         params = [Param(k, v) for k, v in params_of(trial, result).items()]
         final = metrics_of(result)
         metrics = [Metric(k, v, now, 0) for k, v in final.items()]
-        metrics += [Metric(k, v, now, step) for k, v, step in curve_points(read_curve(trial_dir, result), set(final))]
+        curve = read_curve(trial_dir, result)[live.records if live is not None else 0:]  # what the live run missed
+        metrics += [Metric(k, v, now, step) for k, v, step in curve_points(curve, set(final))]
         for i in range(0, len(params), BATCH):
             client.log_batch(run_id, params=params[i:i + BATCH])
         for i in range(0, len(metrics), 10 * BATCH):
@@ -146,6 +201,11 @@ def log_trial(trial: Any, result: Any, trial_dir: Path | None, uri: str | None =
         raise
     client.set_terminated(run_id, status="FINISHED" if result.ok else "FAILED")
     return run_id
+
+
+@hookimpl
+def trial_reported(trial, record, trial_dir, metric_names):
+    log_record(trial, record, Path(trial_dir) if trial_dir is not None else None, metric_names)
 
 
 @hookimpl
