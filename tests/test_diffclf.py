@@ -422,8 +422,8 @@ def test_the_paper_profile_states_favero_s_data_protocol():
 
 
 def test_latency_times_the_vote_on_onnx_runtime_beside_torch():
-    """Not one graph (``exportable=False``), yet the latency record has both runtimes: the classifier's
-    ``onnx_runtime`` exports its UNet and the trials and the vote run over an ONNX Runtime session."""
+    """Not one graph (``exportable=False``), yet the latency record has both runtimes: its ``onnx_runtime``
+    (export.py) exports its UNet and the trials and the vote run over an ONNX Runtime session."""
     pytest.importorskip("onnxruntime")
     from harness import Predictor
     from harness.run.latency import LatencySettings, measure
@@ -433,7 +433,7 @@ def test_latency_times_the_vote_on_onnx_runtime_beside_torch():
     clf = DiffusionClassifier(build_unet(config, 3, 16, 3).eval(), 3, schedule=ShiftedCosineLogSNR(image_d=16),
                               votes=4, seed=3).eval()
     images = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
-    record = measure(Predictor(clf, exportable=False), images,
+    record = measure(Predictor(clf, exportable=False, onnx_runtime="plugins.diffclf.export:onnx_runtime"), images,
                      LatencySettings(batch=4, max_repeats_b1=2, max_repeats_batch=2, budget_s=0.01))
     assert "onnx_error" not in record, record.get("onnx_error")
     assert record["onnx_provider"] == "CPUExecutionProvider" and record["onnx_graphs"] == ["unet.onnx"]

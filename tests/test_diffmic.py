@@ -492,17 +492,21 @@ def test_diffmic_beats_chance_on_synthetic(tmp_path):
     assert result["metrics"]["macro_f1"] > 0.5, result["metrics"]
 
 
-def test_latency_times_the_chain_on_onnx_runtime_beside_torch():
+def test_latency_times_the_chain_on_onnx_runtime_beside_torch(tmp_path):
     """A DiffMIC predictor is not one graph (``exportable=False``), yet the latency record has both runtimes:
-    its ``onnx_runtime`` exports the three networks and the chain runs over ONNX Runtime sessions."""
+    its ``onnx_runtime`` (export.py) exports the three networks and the chain runs over ONNX Runtime sessions."""
     pytest.importorskip("onnxruntime")
     from harness import Predictor
+    from harness.run import models
     from harness.run.latency import LatencySettings, measure
 
     module = _tiny_classifier(seed=1).eval()
     images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
-    record = measure(Predictor(module, exportable=False), images,
-                     LatencySettings(batch=4, max_repeats_b1=2, max_repeats_batch=2, budget_s=0.01))
+    predictor = Predictor(module, exportable=False, onnx_runtime="plugins.diffmic.export:onnx_runtime")
+    models.save_predictor(predictor, tmp_path)
+    kept = models.load_predictor(tmp_path)  # what `harness bench` re-times: the ONNX Runtime form is kept
+    assert kept.onnx_runtime == predictor.onnx_runtime and not kept.exportable
+    record = measure(kept, images, LatencySettings(batch=4, max_repeats_b1=2, max_repeats_batch=2, budget_s=0.01))
     assert "onnx_error" not in record, record.get("onnx_error")
     assert record["onnx_provider"] == "CPUExecutionProvider"
     assert record["onnx_graphs"] == ["denoiser.onnx", "feature.onnx", "prior.onnx"]

@@ -260,10 +260,11 @@ class Predictor:
     Optional capabilities:
     - ``explain(images_uint8, labels, out_dir) -> list[Path]``: writes explanation images.
     - ``exportable``: ``module`` can be exported to ONNX (then the harness also times ONNX Runtime). A module
-      that is not one graph (a loop around networks, as a diffusion chain) sets it False and may define
-      ``onnx_runtime(directory, example, threads=None)``: export the networks it calls per step to
-      ``directory`` and return a module with the same input and output that runs them on ONNX Runtime (its
-      ``onnx_provider`` names the provider); the harness times that as the ONNX Runtime latency.
+      that is not one graph (a loop around networks, as a diffusion chain) sets it False and may name its
+      ``onnx_runtime``: ``"package.module:function"``, called as ``function(module, directory, example,
+      threads=N)``, that exports the networks the module calls per step to ``directory`` and returns a module
+      with the same input and output running them on ONNX Runtime (its ``onnx_provider`` names the provider);
+      the harness times that as the ONNX Runtime latency. A name, not a callable, so a kept model keeps it.
     - ``latency_module``: what the harness times when it differs from ``module``, e.g. a diffusion method's one
       chain per image (the paper's cost) where ``module`` also runs extra chains for an uncertainty column;
       ``module`` is then timed too, as ``full_ms_per_image_*``.
@@ -277,6 +278,7 @@ class Predictor:
     explain: Callable[..., list[Path]] | None = None
     device: str = "cpu"
     latency_module: Any = None  # torch.nn.Module with the same input, timed instead of ``module``
+    onnx_runtime: str | None = None  # "module:function" giving the module's ONNX Runtime form (not one graph)
 
     def to_tensor(self, images: np.ndarray):
         """uint8 (N, H, W, C) -> normalised float tensor (N, C, H, W) on the predictor's device."""

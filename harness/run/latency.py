@@ -29,9 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-# A module that is not one graph (a diffusion chain) may define ``onnx_runtime(directory, example, threads=None)``
-# returning a module with the same input and output that runs its networks on ONNX Runtime; latency times it.
-ONNX_RUNTIME = "onnx_runtime"
 MATCH_ATOL = 1e-5  # channels_last must reproduce the NCHW output within this to be the format timed
 
 
@@ -147,8 +144,8 @@ def measure(predictor, images: np.ndarray, settings: LatencySettings, workdir: P
                                                   settings.budget_s), 1))
         out.update(_summary("full_", f"b{batch}", _timed(run(xb, full), 1, settings.max_repeats_batch,
                                                          settings.budget_s), batch))
-    if settings.onnx and not predictor.exportable and hasattr(module, ONNX_RUNTIME):
-        out.update(_onnx_runtime_latency(module, x1, xb, batch, settings))
+    if settings.onnx and not predictor.exportable and predictor.onnx_runtime:
+        out.update(_onnx_runtime_latency(predictor.onnx_runtime, module, x1, xb, batch, settings))
     elif settings.onnx and onnx_file is not None and Path(onnx_file).exists():
         out.update(_onnx_latency(None, x1, xb, batch, settings, Path(onnx_file), keep=True))
     elif settings.onnx and predictor.exportable and (workdir is not None or keep_onnx is not None):
@@ -157,18 +154,21 @@ def measure(predictor, images: np.ndarray, settings: LatencySettings, workdir: P
     return out
 
 
-def _onnx_runtime_latency(module, x1, xb, batch: int, settings: LatencySettings) -> dict:
-    """Time ``module.onnx_runtime(...)``: a method whose prediction is a loop around networks (a diffusion
-    chain) exports the networks called per step and drives the same loop over ONNX Runtime sessions. The
-    graphs go to a temporary folder (``harness bench`` exports them again from the kept model). Any failure
-    is recorded, never raised."""
+def _onnx_runtime_latency(target: str, module, x1, xb, batch: int, settings: LatencySettings) -> dict:
+    """Time the ONNX Runtime form of ``module`` that the predictor's ``onnx_runtime`` (``"module:function"``)
+    builds: a method whose prediction is a loop around networks (a diffusion chain) exports the networks called
+    per step and drives the same loop over ONNX Runtime sessions. The graphs go to a temporary folder (``harness
+    bench`` exports them again from the kept model). Any failure is recorded, never raised."""
     import tempfile
 
     import torch
 
+    from harness.contract.specs import resolve_callable
+
     try:
+        build = resolve_callable(target, "Predictor.onnx_runtime")
         with tempfile.TemporaryDirectory(prefix="harness-onnx-") as tmp:
-            runner = getattr(module, ONNX_RUNTIME)(Path(tmp), x1.cpu(), threads=torch.get_num_threads())
+            runner = build(module, Path(tmp), x1.cpu(), threads=torch.get_num_threads())
             graphs = sorted(p.name for p in Path(tmp).glob("*.onnx"))
 
             def run(x):

@@ -6,7 +6,7 @@
   plugin that trained it must be importable to load it; a class defined inside ``fit`` is pickled by value
   with cloudpickle instead);
 - ``predictor.json``: what turns images into the module's input and how it was saved: normalisation
-  (``mean``, ``std``), ``batch_size``, ``exportable``, ``input_shape`` (one image, H x W x C, as the trial fed
+  (``mean``, ``std``), ``batch_size``, ``exportable``, ``onnx_runtime``, ``input_shape`` (one image, H x W x C, as the trial fed
   it; absent in models kept before it was recorded), the module's class, the pickler, the torch version;
 - ``latency_module.pt``: the predictor's ``latency_module`` where it names one (what the trial timed; ``harness
   bench`` times it again, and the full module as ``full_*``);
@@ -66,6 +66,7 @@ def save_predictor(predictor: Predictor, trial_dir: Path, input_shape: tuple[int
         "batch_size": int(predictor.batch_size),
         "exportable": bool(predictor.exportable),
         "device": str(predictor.device),
+        "onnx_runtime": predictor.onnx_runtime,
     }
     if input_shape is not None:
         meta["input_shape"] = [int(v) for v in input_shape]
@@ -135,7 +136,8 @@ def load_predictor(trial_dir: Path | str, device: str = "cpu") -> Predictor:
     if meta.get("latency_module") and (folder / LATENCY_MODULE_FILE).exists():
         latency_module = torch.load(folder / LATENCY_MODULE_FILE, map_location=device, weights_only=False).eval()
     return Predictor(module, mean=tuple(meta["mean"]), std=tuple(meta["std"]), batch_size=int(meta["batch_size"]),
-                     exportable=bool(meta["exportable"]), device=device, latency_module=latency_module)
+                     exportable=bool(meta["exportable"]), device=device, latency_module=latency_module,
+                     onnx_runtime=meta.get("onnx_runtime"))
 
 
 def read_meta(trial_dir: Path | str) -> dict[str, Any]:

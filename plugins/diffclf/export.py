@@ -47,3 +47,10 @@ def onnx_classifier(clf, path: Path | str, example: torch.Tensor, *, threads: in
     ``example`` is a normalised image batch (B, C, H, W) as the classifier receives it."""
     export_unet(clf.net, path, clf.transform(example[:2]))
     return clf.with_net(OnnxUNet(path, threads=threads)).eval()
+
+
+def onnx_runtime(clf, directory: Path | str, example: torch.Tensor, *, threads: int | None = None):
+    """The predictor's ONNX Runtime form (``Predictor.onnx_runtime``): ``clf`` with its UNet exported to
+    ``directory/unet.onnx``; the latency step and ``harness bench`` time it beside torch."""
+    return onnx_classifier(clf, Path(directory) / "unet.onnx", example, threads=threads)
+

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -133,13 +132,6 @@ class DiffusionClassifier(nn.Module):
     def with_net(self, net: nn.Module, **changes) -> DiffusionClassifier:
         """The same classifier (settings, seed) over another network, e.g. an ONNX Runtime session."""
         return DiffusionClassifier(net, self.num_classes, **{**self.settings, **changes})
-
-    def onnx_runtime(self, directory, example: torch.Tensor, threads: int | None = None) -> DiffusionClassifier:
-        """This classifier with its UNet exported to ``directory/unet.onnx`` and run by ONNX Runtime (the loops
-        stay in Python; ``export.py``). ``example``: a normalised image batch. The latency step times it."""
-        from plugins.diffclf.export import onnx_classifier  # torch + onnxruntime, only when asked
-
-        return onnx_classifier(self, Path(directory) / "unet.onnx", example, threads=threads)
 
     @property
     def onnx_provider(self) -> str | None:

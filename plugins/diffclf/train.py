@@ -81,4 +81,5 @@ def fit(data, config, ctx) -> Predictor:
              budget_limited=still_improving(history.records, select))
     module = make_classifier(ema.module, config, k, config.votes, ctx.seed + 1).eval()
     return Predictor(module, mean=mean, std=std, batch_size=64, exportable=False, device=device,
+                     onnx_runtime="plugins.diffclf.export:onnx_runtime",
                      explain=make_explainer(module, config, mean=mean, std=std, batch_size=64, device=device))

@@ -115,3 +115,11 @@ class OnnxDiffMIC(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return readout(self.label_samples(x), self.readout, self.votes, self.temperature, self.uncertainty_chains)
+
+
+def onnx_runtime(classifier: DiffMICClassifier, directory: Path | str, example: torch.Tensor, *,
+                 threads: int | None = None) -> OnnxDiffMIC:
+    """The predictor's ONNX Runtime form (``Predictor.onnx_runtime``): the three networks of ``classifier``
+    exported to ``directory``, the chain over sessions; the latency step and ``harness bench`` time it."""
+    return OnnxDiffMIC(export_onnx(classifier, directory, tuple(example.shape[1:])), classifier, threads=threads).eval()
+

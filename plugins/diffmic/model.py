@@ -447,13 +447,6 @@ class DiffMICClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return readout(self.label_samples(x), self.readout, self.votes, self.temperature, self.uncertainty_chains)
 
-    def onnx_runtime(self, directory, example: torch.Tensor, threads: int | None = None) -> nn.Module:
-        """This classifier with its three networks exported to ``directory`` and run by ONNX Runtime, the chain
-        in Python (``export.py``). ``example``: a normalised image batch. The latency step times it."""
-        from plugins.diffmic.export import OnnxDiffMIC, export_onnx  # torch + onnxruntime, only when asked
-
-        return OnnxDiffMIC(export_onnx(self, directory, tuple(example.shape[1:])), self, threads=threads).eval()
-
     def variant(self, **settings) -> DiffMICClassifier:
         """The same networks (shared, not copied) with some settings changed, e.g. ``uncertainty_chains=0``
         (one chain: the paper's cost) or a fitted ``temperature``."""

@@ -226,5 +226,6 @@ def fit_diffusion(data, cfg, ctx) -> Predictor:
     explain = make_explainer(final, mean, std, device, cfg.explain_per_class, data.classes) \
         if cfg.explain_per_class > 0 else None
     return Predictor(final, mean=mean, std=std, device=device, exportable=False, explain=explain,
+                     onnx_runtime="plugins.diffmic.export:onnx_runtime",
                      batch_size=max(1, min(256, 2048 // final.chains)),
                      latency_module=final.variant(uncertainty_chains=0))
