@@ -19,7 +19,6 @@ noise its probabilities match the torch module's to float32 round-off (tested: w
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from harness import HarnessError
+from harness.toolkit.nn.onnx import export_net
 from plugins.diffmic.model import DiffMICClassifier, Prior, chain_noise, readout
 
 GRAPHS = ("prior", "feature", "denoiser")
@@ -45,24 +45,14 @@ def export_onnx(classifier: DiffMICClassifier, directory, image_shape: tuple[int
                 opset: int = 17) -> dict[str, Path]:
     """Write ``prior.onnx``, ``feature.onnx`` and ``denoiser.onnx`` (float32, dynamic batch) to ``directory``."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    dcg = copy.deepcopy(classifier.dcg).float().eval().to("cpu", memory_format=torch.contiguous_format)
-    denoiser = copy.deepcopy(classifier.denoiser).float().eval().to("cpu", memory_format=torch.contiguous_format)
+    dcg, denoiser = classifier.dcg, classifier.denoiser  # export_net exports float32 copies
     x = torch.zeros(2, *image_shape)
-    k = classifier.num_classes
-    e = torch.zeros(2, denoiser.lin2.in_features)
-    y = torch.zeros(2, k)
-    t = torch.zeros(1, dtype=torch.long)
+    e, y = torch.zeros(2, denoiser.lin2.in_features), torch.zeros(2, classifier.num_classes)
     paths = {name: directory / f"{name}.onnx" for name in GRAPHS}
-    batch = {0: "n"}
-    with torch.no_grad():
-        torch.onnx.export(Prior(dcg), (x,), str(paths["prior"]), input_names=["x"], output_names=["prior"],
-                          dynamic_axes={"x": batch, "prior": batch}, opset_version=opset, dynamo=False)
-        torch.onnx.export(_Feature(denoiser), (x,), str(paths["feature"]), input_names=["x"], output_names=["e"],
-                          dynamic_axes={"x": batch, "e": batch}, opset_version=opset, dynamo=False)
-        torch.onnx.export(denoiser, (e, y, y, t), str(paths["denoiser"]), input_names=["e", "y_t", "prior", "t"],
-                          output_names=["eps"], dynamic_axes={"e": batch, "y_t": batch, "prior": batch, "eps": batch},
-                          opset_version=opset, dynamo=False)
+    export_net(Prior(dcg), paths["prior"], {"x": x}, output="prior", opset=opset)
+    export_net(_Feature(denoiser), paths["feature"], {"x": x}, output="e", opset=opset)
+    export_net(denoiser, paths["denoiser"], {"e": e, "y_t": y, "prior": y, "t": torch.zeros(1, dtype=torch.long)},
+               output="eps", static=("t",), opset=opset)
     return paths
 
 

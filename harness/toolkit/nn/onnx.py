@@ -14,6 +14,7 @@ place. ``None`` arguments are not inputs of the graph (a label-free generator ex
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -36,27 +37,24 @@ class _Named(nn.Module):
 
 
 def export_net(net: nn.Module, path: Path | str, inputs: dict[str, torch.Tensor], *, output: str = "out",
-               call=None, opset: int = OPSET) -> Path:
+               call=None, static: tuple[str, ...] = (), opset: int = OPSET) -> Path:
     """Export ``net(*inputs.values())`` (or ``call(net, *inputs.values())``) to ONNX at ``path``, float32 on the
-    CPU, every input's and the output's first axis dynamic. The example inputs need a batch of at least 2, so
-    the exporter cannot fold the row count into a constant. ``net`` keeps its training mode and device."""
+    CPU, the first axis of every input (except those named in ``static``, whose shape is fixed) and of the
+    output dynamic. The example inputs need a batch of at least 2, so the exporter cannot fold the row count
+    into a constant. A copy of ``net`` is exported: ``net`` keeps its mode, dtype and device."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = {len(v) for v in inputs.values() if v.dim() > 0}
+    dynamic = [k for k, v in inputs.items() if v.dim() > 0 and k not in static]
+    rows = {len(inputs[k]) for k in dynamic}
     if min(rows, default=2) < 2:
         raise ValueError(f"export_net needs example inputs with a batch of at least 2; found {sorted(rows)}")
-    was_training, device = net.training, next(net.parameters()).device
-    module = _Named(net.eval().float().cpu(), call)
+    module = _Named(copy.deepcopy(net).eval().float().cpu().to(memory_format=torch.contiguous_format), call)
     example = tuple(v.detach().cpu() for v in inputs.values())
     batch = {0: "n"}
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer notes on shape checks: spatial sizes are fixed by design
-            torch.onnx.export(module, example, str(path), input_names=list(inputs), output_names=[output],
-                              opset_version=opset, dynamo=False,
-                              dynamic_axes={**{k: batch for k, v in inputs.items() if v.dim() > 0}, output: batch})
-    finally:
-        net.to(device).train(was_training)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on shape checks: spatial sizes are fixed by design
+        torch.onnx.export(module, example, str(path), input_names=list(inputs), output_names=[output],
+                          opset_version=opset, dynamo=False, dynamic_axes={**{k: batch for k in dynamic}, output: batch})
     return path
 
 
