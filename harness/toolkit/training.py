@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,8 +56,12 @@ def normalisation(channels: int, pretrained: bool) -> tuple[tuple[float, ...], t
 
 
 def to_uint8_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, C) numpy -> uint8 (N, C, H, W) tensor, sharing memory where possible."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    """uint8 (N, H, W, C) numpy -> uint8 (N, C, H, W) tensor, sharing memory where possible. A read-only array (a
+    memory-mapped dataset cache) is shared too: every use indexes or converts it into a new tensor, never writes."""
+    images = np.ascontiguousarray(images)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(images).permute(0, 3, 1, 2)
 
 
 # ------------------------------------------------------------------------------------ augmentation
