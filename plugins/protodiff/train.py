@@ -10,18 +10,16 @@
 5. the **classifier**: ResNet-18 on real + synthetic images (augment) or on synthetic images only (TSTR),
    selected on the validation split like every method.
 
-Stages 1-3 are cached per (training split, image size, generator settings, seed) in
-``<trial_dir>/../.generators/<key>/`` (a file lock makes a second trial wait for the first, not retrain).
+Stages 1-3 are cached per (training split, image size, generator settings, seed) in the harness cache
+(``harness.toolkit.cache``, as IOIS's generator: ``<cache dir>/protodiff-generators/<key>.pt`` and the pool of
+synthetic images beside it; a file lock makes a second trial wait for the first, not retrain), so the TSTR and
+augmentation rows of one generator share it across experiments.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import torch
 
 from harness import DataSplits, HarnessError, Predictor, Split
 from harness.toolkit import backbones
+from harness.toolkit.cache import ArtefactCache, cache_key, cache_root, split_hash
 from harness.toolkit.genmetrics import FeatureEncoder, generation_report
 from harness.toolkit.nn.ema import EMA
 from harness.toolkit.training import (
@@ -46,7 +45,7 @@ from plugins.protodiff.config import generator_settings, sampling_settings
 from plugins.protodiff.model import PrototypeNet, build_denoiser, diffusion_loss, gcpl_loss, sample
 
 CACHE_VERSION = 1
-CACHE_DIR = ".generators"  # under the experiment's runs folder, beside the trials
+CACHE_FOLDER = "protodiff-generators"  # under the harness cache directory (``harness.toolkit.cache``)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,13 +72,6 @@ def only(data: DataSplits, train: Split, val: Split | None = None) -> DataSplits
     """A DataSplits with this training split, this (or an empty) validation split and an empty test split."""
     return DataSplits(train=train, val=val if val is not None else _empty(train), test=_empty(train),
                       classes=data.classes, name=data.name, protocol=data.protocol)
-
-
-def split_hash(split: Split) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    h.update(np.ascontiguousarray(split.images).tobytes())
-    h.update(np.asarray(split.labels, dtype=np.int64).tobytes())
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------- 1. prototype learning
@@ -157,62 +149,34 @@ def train_generator(train: DataSplits, config, ctx, *, table: torch.Tensor | Non
 # ------------------------------------------------------------------------------------------ the cache
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive lock on ``path`` (POSIX ``flock``; no lock where it is unavailable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover (Windows)
-        yield
-        return
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def generator_key(data: DataSplits, config, kind: str, seed: int) -> str:
     from harness import __version__
 
-    payload = {"version": CACHE_VERSION, "harness": __version__, "kind": kind, "seed": seed,
-               "train": split_hash(data.train), "shape": list(data.train.images.shape[1:]),
-               "classes": list(data.classes), "settings": generator_settings(config)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:20]
+    return cache_key({"version": CACHE_VERSION, "harness": __version__, "kind": kind, "seed": seed,
+                      "train": split_hash(data.train), "shape": list(data.train.images.shape[1:]),
+                      "classes": list(data.classes), "settings": generator_settings(config)})
+
+
+def _cache(ctx) -> ArtefactCache:
+    return ArtefactCache(cache_root(ctx) / CACHE_FOLDER)
 
 
 def obtain_generator(data: DataSplits, config, ctx, kind: str):
     """The trained generator for these data and settings: from the cache, or trained (and cached) now.
     Returns (denoiser, facts about it)."""
     key = generator_key(data, config, kind, ctx.seed)
-    folder = ctx.trial_dir.parent / CACHE_DIR / key
-    with _locked(folder.parent / f"{key}.lock"):
-        if (folder / "generator.pt").exists() and (folder / "meta.json").exists():
-            meta = json.loads((folder / "meta.json").read_text())
-            state = torch.load(folder / "generator.pt", map_location="cpu", weights_only=True)
-            net = build_denoiser(channels=data.channels, size=data.size, num_classes=data.num_classes,
-                                 config=config, table=state.get("condition.table") if kind == "prototype" else None,
-                                 per_class=meta["per_class"], mode_weights=state["mode_weights"])
-            net.load_state_dict(state)
-            return net.to(ctx.device).eval(), {**meta, "key": key, "cached": True}
+
+    def build() -> dict:
         meta, net = _train(data, config, ctx, kind)
-        folder.mkdir(parents=True, exist_ok=True)
-        _atomic(folder / "generator.pt", lambda tmp: torch.save(net.state_dict(), tmp))
-        _atomic(folder / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
-        return net, {**meta, "key": key, "cached": False}
+        return {"state": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "meta": json.dumps(meta)}
+
+    stored, cached = _cache(ctx).get_or_build(key, build)
+    meta, state = json.loads(stored["meta"]), stored["state"]
+    net = build_denoiser(channels=data.channels, size=data.size, num_classes=data.num_classes, config=config,
+                         table=state.get("condition.table") if kind == "prototype" else None,
+                         per_class=meta["per_class"], mode_weights=state["mode_weights"])
+    net.load_state_dict(state)
+    return net.to(ctx.device).eval(), {**meta, "key": key, "cached": cached}
 
 
 def _train(data: DataSplits, config, ctx, kind: str):
@@ -256,25 +220,18 @@ def _train(data: DataSplits, config, ctx, kind: str):
 def obtain_pool(net, data: DataSplits, config, ctx, key: str) -> tuple[np.ndarray, np.ndarray, dict]:
     """``synthetic_per_class`` images of every class (class order), cached beside the generator."""
     settings = sampling_settings(config)
-    pool_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    path = ctx.trial_dir.parent / CACHE_DIR / key / f"pool-{pool_key}.npz"
-    with _locked(path.parent / f"pool-{pool_key}.lock"):
-        if path.exists():
-            with np.load(path) as saved:
-                return saved["images"], saved["labels"], {**json.loads(str(saved["meta"])), "cached": True}
+
+    def build() -> dict:
         labels = np.repeat(np.arange(data.num_classes), config.synthetic_per_class)
         t0 = time.perf_counter()
         images = sample(net, labels, shape=(data.channels, data.size, data.size),
                         guidance_scale=config.guidance_scale, steps=config.sample_steps, eta=config.eta,
                         seed=ctx.seed + 2, device=ctx.device)
         meta = {**settings, "images": int(len(labels)), "sample_seconds": time.perf_counter() - t0}
+        return {"images": torch.from_numpy(images), "labels": torch.from_numpy(labels), "meta": json.dumps(meta)}
 
-        def write(tmp):
-            with open(tmp, "wb") as handle:
-                np.savez(handle, images=images, labels=labels, meta=json.dumps(meta))
-
-        _atomic(path, write)
-        return images, labels, {**meta, "cached": False}
+    stored, cached = _cache(ctx).get_or_build(f"{key}-pool-{cache_key(settings)[:12]}", build)
+    return stored["images"].numpy(), stored["labels"].numpy(), {**json.loads(stored["meta"]), "cached": cached}
 
 
 # ------------------------------------------------------------------------------------- 4. metrics, grid
