@@ -224,21 +224,25 @@ class PluginManager:
 
     def notify_trial_finished(self, trial: Any, result: Any, trial_dir: Any = None) -> list[str]:
         """Call ``trial_finished`` on every plugin; return the errors (which never fail the trial)."""
-        return self._notify("trial_finished", trial=trial, result=result, trial_dir=trial_dir)
+        return [error for _, error in self._notify("trial_finished", trial=trial, result=result,
+                                                   trial_dir=trial_dir)]
 
     def notify_trial_reported(self, trial: Any, record: dict, trial_dir: Any = None,
-                              metric_names: tuple[str, ...] = ()) -> list[str]:
-        """Call ``trial_reported`` on every plugin; return the errors (which never fail the trial)."""
-        return self._notify("trial_reported", trial=trial, record=record, trial_dir=trial_dir,
+                              metric_names: tuple[str, ...] = (), skip=()) -> list[tuple[str, str]]:
+        """Call ``trial_reported`` on every plugin not in ``skip``; return ``(plugin, error)`` for those that
+        raised (which never fail the trial)."""
+        return self._notify("trial_reported", skip, trial=trial, record=record, trial_dir=trial_dir,
                             metric_names=metric_names)
 
-    def _notify(self, hook: str, **kwargs: Any) -> list[str]:
+    def _notify(self, hook: str, skip=(), **kwargs: Any) -> list[tuple[str, str]]:
         errors = []
         for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            if impl.plugin_name in skip:
+                continue
             try:
                 impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
             except Exception as exc:
-                errors.append(f"plugin {impl.plugin_name!r} {hook}: {type(exc).__name__}: {exc}")
+                errors.append((impl.plugin_name, f"plugin {impl.plugin_name!r} {hook}: {type(exc).__name__}: {exc}"))
         return errors
 
 

@@ -511,3 +511,4 @@ def test_latency_times_the_chain_on_onnx_runtime_beside_torch(tmp_path):
     assert record["onnx_provider"] == "CPUExecutionProvider"
     assert record["onnx_graphs"] == ["denoiser.onnx", "feature.onnx", "prior.onnx"]
     assert record["onnx_ms_per_image_b1"] > 0 and record["ms_per_image_b1"] > 0
+    assert record["onnx_max_abs_diff_b1"] < 1e-4  # the form timed predicts what torch predicts

@@ -291,3 +291,34 @@ def test_haar_wavelet_round_trip():
     assert torch.allclose(haar_idwt(y), x, atol=1e-6)
     with pytest.raises(ValueError, match="even"):
         haar_dwt(torch.randn(1, 1, 5, 4))
+
+
+def test_onnx_net_stands_in_for_a_network_with_the_loops_arguments(tmp_path):
+    """``export_net`` + ``OnnxNet``: positional arguments as the network takes them, a scalar timestep expanded
+    to the batch (batch 1 included), int64 inputs refusing non-integral values, the caller's dtype back, and an
+    input the network ignores refused at export (the arguments would no longer line up)."""
+    pytest.importorskip("onnxruntime")
+    from harness.toolkit.nn.onnx import OnnxNet, export_net
+
+    class Scale(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(2.0))
+
+        def forward(self, x, t, y=None):
+            return self.w * x * (t.float() + 1).view(-1, 1) + (0 if y is None else y.view(-1, 1))
+
+    net = Scale()
+    path = export_net(net, tmp_path / "scale.onnx", {"x": torch.ones(2, 3), "t": torch.tensor([1, 2])})
+    onnx = OnnxNet(path, threads=1)
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(onnx(x, torch.tensor([0, 1, 2, 3])), net(x, torch.tensor([0, 1, 2, 3])))
+    torch.testing.assert_close(onnx(x, torch.tensor(5)), net(x, torch.full((4,), 5)))  # a scalar timestep
+    torch.testing.assert_close(onnx(x[:1], torch.tensor(5)), net(x[:1], torch.tensor([5])))  # batch 1, 0-d t
+    torch.testing.assert_close(onnx(x, 3.0, None), net(x, torch.full((4,), 3)))  # None skipped, 3.0 is whole
+    assert onnx(x.double(), 1).dtype == torch.float64
+    with pytest.raises(ValueError, match="int64"):
+        onnx(x, torch.full((4,), 2.5))
+    with pytest.raises(ValueError, match="traced away"):
+        export_net(net, tmp_path / "unused.onnx", {"x": torch.ones(2, 3), "t": torch.tensor([1, 2]),
+                                                   "z": torch.ones(2, 3)}, call=lambda n, x, t, z: n(x, t))

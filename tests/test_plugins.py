@@ -220,3 +220,43 @@ def test_an_observer_that_raises_is_printed_and_recorded(tmp_path, capsys):
     assert result.observer_errors == [message]
     assert TrialResult.read(tmp_path / trial.experiment / trial.key / "result.json").observer_errors == [message]
     assert message in capsys.readouterr().err
+
+
+def test_a_reporting_observer_sees_each_epoch_and_one_that_raises_is_called_once(tmp_path, capsys):
+    """``trial_reported`` reaches the observers once per learning-curve record, while the trial runs; one that
+    raises is printed and recorded once and not called again in the trial; the time spent in observers (here a
+    slow one) is kept out of ``fit_seconds``."""
+    import time
+
+    from harness.run.latency import LatencySettings
+    from harness.run.runner import RunSettings, run_trial
+    from harness.run.trial import Experiment, expand
+
+    calls = {"slow": [], "broken": 0}
+
+    class Slow:
+        @hookimpl
+        def trial_reported(self, trial, record, metric_names):
+            calls["slow"].append((record["epoch"], "macro_f1" in metric_names))
+            time.sleep(0.5)
+
+    class Broken:
+        @hookimpl
+        def trial_reported(self, record):
+            calls["broken"] += 1
+            raise ValueError("tracking server down")
+
+    manager = load_plugins(objects=[("slow-observer", Slow()), ("broken-observer", Broken())])
+    registry = manager.build_registry()
+    exp = Experiment(methods=("resnet",), datasets=("synthetic",), profile="smoke",
+                     overrides={"resnet": {"epochs": 3}, "synthetic": {"size": 16, "n_train": 70, "n_val": 35,
+                                                                         "n_test": 35}})
+    (trial,) = expand(exp, registry)
+    result = run_trial(trial, RunSettings(runs_dir=tmp_path, threads=1, latency=LatencySettings(onnx=False)),
+                       registry=registry, manager=manager, reporter=lambda **_: None)
+    assert result.ok
+    assert calls["slow"] == [(1, True), (2, True), (3, True)] and calls["broken"] == 1
+    message = "plugin 'broken-observer' trial_reported: ValueError: tracking server down"
+    assert result.observer_errors == [message] and capsys.readouterr().err.count(message) == 1
+    assert result.timings["observer_seconds"] >= 1.5
+    assert result.fit_seconds < result.total_seconds - result.timings["observer_seconds"]

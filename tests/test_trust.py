@@ -601,10 +601,14 @@ def test_ctrl_c_records_started_trials_as_interrupted_and_leaves_waiting_ones_un
     trial, settings, _, _ = _trial_and_settings(tmp_path)
     store = ResultStore.of(tmp_path, trial.experiment)
     error = "stopped (Ctrl-C) before it finished"
-    assert record_unfinished(trial, settings, status="interrupted", error=error, require_started=True) is None
+    since = "2026-12-01T10:00:00+00:00"  # when the command started
+    assert record_unfinished(trial, settings, status="interrupted", error=error, started_since=since) is None
     assert store.read(trial.key)[0] is None
     trial_dir = tmp_path / trial.experiment / trial.key
     trial_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(trial_dir / TRIAL_FILE, {**trial.to_dict(), "started": "2026-12-01T10:00:00+00:00"})
-    written = record_unfinished(trial, settings, status="interrupted", error=error, require_started=True)
+    atomic_write_json(trial_dir / TRIAL_FILE, {**trial.to_dict(), "started": "2026-12-01T09:00:00+00:00"})
+    assert record_unfinished(trial, settings, status="interrupted", error=error, started_since=since) is None  # an
+    # earlier command's attempt that left no result is not this command's
+    atomic_write_json(trial_dir / TRIAL_FILE, {**trial.to_dict(), "started": "2026-12-01T10:00:05+00:00"})
+    written = record_unfinished(trial, settings, status="interrupted", error=error, started_since=since)
     assert written is not None and store.read(trial.key)[0].status == "interrupted"

@@ -168,8 +168,10 @@ def _onnx_runtime_latency(target: str, module, x1, xb, batch: int, settings: Lat
     try:
         build = resolve_callable(target, "Predictor.onnx_runtime")
         with tempfile.TemporaryDirectory(prefix="harness-onnx-") as tmp:
-            runner = build(module, Path(tmp), x1.cpu(), threads=torch.get_num_threads())
+            runner = build(copy.deepcopy(module).cpu(), Path(tmp), x1.cpu(), threads=torch.get_num_threads())
             graphs = sorted(p.name for p in Path(tmp).glob("*.onnx"))
+            with torch.inference_mode():  # what is timed must predict what torch predicts: the gap is recorded
+                gap = (_probs(runner(x1.cpu())).float() - _probs(module(x1)).float().cpu()).abs().max()
 
             def run(x):
                 def call():
@@ -179,7 +181,8 @@ def _onnx_runtime_latency(target: str, module, x1, xb, batch: int, settings: Lat
 
             a1, ab = x1.cpu(), xb.cpu()
             out = {"onnx_provider": getattr(runner, "onnx_provider", None) or "CPUExecutionProvider",
-                   "onnx_threads": torch.get_num_threads(), "onnx_graphs": graphs}
+                   "onnx_threads": torch.get_num_threads(), "onnx_graphs": graphs,
+                   "onnx_max_abs_diff_b1": float(gap)}
             out.update(_summary("onnx_", "b1", _timed(run(a1), settings.warmup, settings.max_repeats_b1,
                                                        settings.budget_s), 1))
             out.update(_summary("onnx_", f"b{batch}", _timed(run(ab), 1, settings.max_repeats_batch,

@@ -277,7 +277,7 @@ def fit_trial(trial: Trial, settings: RunSettings, *, registry: Registry, trial_
             result.notes = dict(ctx.notes)
     if hidden.touched:  # the method caught the refusal and went on: still not a valid trial
         raise hidden.error()
-    result.fit_seconds = time.perf_counter() - t0
+    result.fit_seconds = time.perf_counter() - t0 - result.timings.get("observer_seconds", 0.0)
     if not isinstance(predictor, Predictor):
         raise HarnessError(f"method {trial.method!r}: fit returned {type(predictor).__name__}; expected a "
                            f"harness.Predictor (a torch module from normalised images to class probabilities)")
@@ -418,18 +418,19 @@ def _run_locked(trial: Trial, settings: RunSettings, trial_dir: Path, *, reporte
 
 
 def record_unfinished(trial: Trial, settings: RunSettings, *, status: str, error: str,
-                      details: dict[str, Any] | None = None, require_started: bool = False) -> TrialResult | None:
+                      details: dict[str, Any] | None = None, started_since: str | None = None) -> TrialResult | None:
     """Record a trial whose process ended without writing its result (a Ray worker that died, a trial stopped
     by Ctrl-C): ``status`` (``failed`` or ``interrupted``), ``error`` and what is known (when it started, the
     learning curve so far, ``details`` as notes). Returns the result written, or None when another process holds
-    the trial, or it has a result of its own by now, or (``require_started``) it never started: a trial still
-    waiting for a slot when Ctrl-C came is not a result, so a report does not count it as a failed seed."""
+    the trial, or it has a result of its own by now, or (``started_since``, an ISO time) no attempt started at or
+    after that time: a trial still waiting for a slot when Ctrl-C came is not a result, so a report does not
+    count it as a failed seed."""
     store = ResultStore.of(settings.runs_dir, trial.experiment)
     try:
         with store.lock(trial.key) as trial_dir:
             stored, _ = store.read(trial.key)
             started = _started(trial_dir)
-            if require_started and started is None:
+            if started_since is not None and (started is None or started < started_since):
                 return None
             if stored is not None and (stored.ok or (started is not None and (stored.started or "") >= started)):
                 return None  # a finished result is never overwritten; or the attempt wrote its own
@@ -465,19 +466,24 @@ def _disk_error(exc: BaseException, trial_dir: Path) -> StoreError | None:
 
 def _observed(reporter: Callable[..., None], trial: Trial, trial_dir: Path, registry: Registry,
               manager: PluginManager | None, result: TrialResult) -> Callable[..., None]:
-    """``reporter`` followed by the plugins' ``trial_reported`` observers; an observer's error is printed once
-    and recorded in ``result.observer_errors``, and the trial goes on."""
+    """``reporter`` followed by the plugins' ``trial_reported`` observers. An observer that raises is printed,
+    recorded in ``result.observer_errors`` and not called again in this trial (a tracking server that is down
+    costs one timeout, not one per epoch); the trial goes on. The observers' time is kept in
+    ``result.timings["observer_seconds"]``, and ``fit_trial`` takes it out of ``fit_seconds``."""
     if manager is None or not manager.pm.hook.trial_reported.get_hookimpls():
         return reporter
     names = tuple(sorted(registry.metrics))
+    failed: set[str] = set()
 
     def report(**values: Any) -> None:
         reporter(**values)
-        for error in manager.notify_trial_reported(trial, dict(values), trial_dir, names):
-            plugin = error.split(" trial_reported:", 1)[0]
-            if not any(e.startswith(plugin) for e in result.observer_errors):
-                print(f"warning: {error}", file=sys.stderr, flush=True)
-                result.observer_errors.append(error)
+        t0 = time.perf_counter()
+        errors = manager.notify_trial_reported(trial, dict(values), trial_dir, names, skip=failed)
+        result.timings["observer_seconds"] = result.timings.get("observer_seconds", 0.0) + time.perf_counter() - t0
+        for plugin, error in errors:
+            failed.add(plugin)
+            print(f"warning: {error}", file=sys.stderr, flush=True)
+            result.observer_errors.append(error)
 
     return report
 

@@ -10,7 +10,7 @@ its backward pass, so it stays in torch: ONNX Runtime runs the generator, torch 
 
 With the same noise the images match the torch sampler's: the generator's outputs agree to float32 round-off
 (about 1e-6), so an 8-bit pixel differs by at most one level where x_0 sits on a rounding boundary
-(``tests/test_iois.py``; ``benchmarks/bench_iois.py onnx`` times both runtimes).
+(``tests/test_iois.py``; ``benchmarks/bench_generators_onnx.py`` times both runtimes).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -91,11 +91,12 @@ def read_curve(trial_dir: Path | None, result: Any) -> list[dict[str, Any]]:
     return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
 
 
-def curve_points(curve: list[dict[str, Any]], taken: set[str] = frozenset()) -> list[tuple[str, float, int]]:
-    """``(key, value, step)`` for every numeric key of every record, step = the record's epoch (its position
-    when it has none); a key in ``taken`` (a final metric's name) becomes ``curve.<key>``."""
+def curve_points(curve: list[dict[str, Any]], taken: set[str] = frozenset(),
+                 first: int = 1) -> list[tuple[str, float, int]]:
+    """``(key, value, step)`` for every numeric key of every record, step = the record's epoch (its position,
+    counted from ``first``, when it has none); a key in ``taken`` (a final metric's name) becomes ``curve.<key>``."""
     points = []
-    for index, record in enumerate(curve, 1):
+    for index, record in enumerate(curve, first):
         epoch = record.get("epoch")
         step = int(epoch) if _finite(epoch) else index
         for key, value in record.items():
@@ -133,11 +134,13 @@ def _tags(trial: Any, trial_dir: Path | None, result: Any = None) -> dict[str, s
 
 @dataclass
 class LiveRun:
-    """The MLflow run a trial opened at its first report, and how many curve records it has logged."""
+    """The MLflow run a trial opened at a report, the records the trial has reported (``seen``) and the
+    positions of those logged (``logged``): at the end, whatever was not logged live is."""
 
     run_id: str
     uri: str
-    records: int = 0
+    seen: int = 0
+    logged: set[int] = field(default_factory=set)
 
 
 LIVE: dict[str, LiveRun] = {}  # trial key -> its open run, in the process running the trial
@@ -152,14 +155,16 @@ def log_record(trial: Any, record: dict[str, Any], trial_dir: Path | None, metri
 
     live = LIVE.get(trial.key)
     if live is None or live.uri != uri:
+        seen = live.seen if live is not None else 0
         experiment_id = _experiment_id(client, getattr(trial, "experiment", "") or "harness")
         run = client.create_run(experiment_id, run_name=trial.key, tags=_tags(trial, trial_dir))
-        live = LIVE[trial.key] = LiveRun(run.info.run_id, uri)
-    live.records += 1
+        live = LIVE[trial.key] = LiveRun(run.info.run_id, uri, seen)
+    position, live.seen = live.seen, live.seen + 1
     now = int(time.time() * 1000)
     points = curve_points([record], set(metric_names))
-    step = int(record["epoch"]) if _finite(record.get("epoch")) else live.records
+    step = int(record["epoch"]) if _finite(record.get("epoch")) else position + 1
     client.log_batch(live.run_id, metrics=[Metric(k, v, now, step) for k, v, _ in points])
+    live.logged.add(position)
     return live.run_id
 
 
@@ -183,8 +188,11 @@ def log_trial(trial: Any, result: Any, trial_dir: Path | None, uri: str | None =
         params = [Param(k, v) for k, v in params_of(trial, result).items()]
         final = metrics_of(result)
         metrics = [Metric(k, v, now, 0) for k, v in final.items()]
-        curve = read_curve(trial_dir, result)[live.records if live is not None else 0:]  # what the live run missed
-        metrics += [Metric(k, v, now, step) for k, v, step in curve_points(curve, set(final))]
+        logged = live.logged if live is not None else set()
+        curve = read_curve(trial_dir, result)
+        missed = [(i, r) for i, r in enumerate(curve) if i not in logged]  # what the live run did not log
+        metrics += [Metric(k, v, now, step) for i, r in missed
+                    for k, v, step in curve_points([r], set(final), first=i + 1)]
         for i in range(0, len(params), BATCH):
             client.log_batch(run_id, params=params[i:i + BATCH])
         for i in range(0, len(metrics), 10 * BATCH):

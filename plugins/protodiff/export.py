@@ -9,7 +9,7 @@ condition, the guidance and the DDIM loop (``model.sample``), stays in torch aro
     model.sample(fast, labels, shape=(3, 28, 28), guidance_scale=1.8, steps=25, seed=0)   # as with ``net``
 
 With the same seed the images match the torch sampler's to the uint8 rounding of float32 round-off
-(``tests/test_protodiff.py``; ``benchmarks/bench_protodiff.py onnx`` times both runtimes).
+(``tests/test_protodiff.py``; ``benchmarks/bench_generators_onnx.py`` times both runtimes).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +275,7 @@ def run_ray(trials: list[Trial], settings: RunSettings, options: RayOptions | No
     options = options or RayOptions()
     check_address(options.address)  # a wrong address is an error even when nothing is left to run
     summary = RunSummary()
+    command_started = datetime.now(timezone.utc).isoformat()  # an attempt that started before is not this command's
     runs_dir = Path(settings.runs_dir)
     if options.storage is not None:
         storage = Path(options.storage).expanduser().resolve()
@@ -365,7 +367,7 @@ def run_ray(trials: list[Trial], settings: RunSettings, options: RayOptions | No
         # (nothing recorded: it is listed as not run)
         summary.interrupted = True
         if not fresh:
-            record_unfinished(trial, worker_settings, status=STATUS_INTERRUPTED, require_started=True,
+            record_unfinished(trial, worker_settings, status=STATUS_INTERRUPTED, started_since=command_started,
                               error="stopped (Ctrl-C) before it finished; run the same command again to resume")
         summary.not_run.append(trial.key)
     if summary.interrupted:

@@ -18,7 +18,6 @@ import copy
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -55,6 +54,12 @@ def export_net(net: nn.Module, path: Path | str, inputs: dict[str, torch.Tensor]
         warnings.simplefilter("ignore")  # tracer notes on shape checks: spatial sizes are fixed by design
         torch.onnx.export(module, example, str(path), input_names=list(inputs), output_names=[output],
                           opset_version=opset, dynamo=False, dynamic_axes={**{k: batch for k in dynamic}, output: batch})
+    import onnx  # an input the trace found unused is dropped from the graph: the arguments would no longer line up
+
+    found = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
+    if found != list(inputs):
+        raise ValueError(f"{path.name}: the exported graph takes {found}; expected {list(inputs)} (an input the "
+                         f"network does not use was traced away)")
     return path
 
 
@@ -71,9 +76,11 @@ def ort_session(path: Path | str, *, threads: int | None = None, providers: list
 
 
 class OnnxNet(nn.Module):
-    """An ONNX Runtime session standing in for a network: ``forward(*args)`` -> torch tensor on the first
-    tensor argument's device. Arguments are matched to the graph's inputs in order; ``None`` arguments are
-    skipped; a 0-d or 1-element argument is expanded to the batch (a timestep given as a scalar)."""
+    """An ONNX Runtime session standing in for a network: ``forward(*args)`` -> torch tensor on the device (and,
+    if floating, in the dtype) of the first argument that has a batch axis. Arguments are matched to the graph's
+    inputs in order; ``None`` arguments are skipped; a 0-d argument, or a 1-element one when the batch is
+    larger, is expanded to the batch (a timestep given as a scalar). Floating values for an int64 input must be
+    whole numbers (a timestep index), else ValueError."""
 
     def __init__(self, path: Path | str, *, threads: int | None = None, providers: list[str] | None = None):
         super().__init__()
@@ -93,10 +100,16 @@ class OnnxNet(nn.Module):
         first = next(a for a in given if torch.is_tensor(a) and a.dim() > 0)
         feeds = {}
         for (name, kind), value in zip(self.inputs, given, strict=True):
-            value = torch.as_tensor(value)
-            if value.numel() == 1 and len(first) != 1:
+            value = torch.as_tensor(value).detach().cpu()
+            if value.dim() == 0 or (value.numel() == 1 and len(first) != 1):
                 value = value.reshape(1).expand(len(first))
-            array = value.detach().cpu().numpy()
-            feeds[name] = array.astype(np.int64 if "int64" in kind else np.float32, copy=False)
+            if "int64" in kind:
+                if value.is_floating_point() and not torch.equal(value, value.round()):
+                    raise ValueError(f"{self.path.name}: input {name!r} takes int64; found non-integral values")
+                value = value.long()
+            else:
+                value = value.float()
+            feeds[name] = value.numpy()
         (out,) = self.session.run(None, feeds)
-        return torch.from_numpy(out).to(first.device)
+        result = torch.from_numpy(out).to(first.device)
+        return result.to(first.dtype) if first.is_floating_point() else result
