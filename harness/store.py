@@ -23,7 +23,9 @@ and the report share; a result that cannot be read is named with what is wrong, 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
+import hashlib
 import json
 import os
 import socket
@@ -394,6 +396,7 @@ class Runs:
     unreadable: list[Unreadable]
     experiments: list[dict]
     table: Any
+    notices: list[str] = field(default_factory=list)  # a method split into rows by its settings (variant_labels)
 
     def ok(self) -> list[int]:
         return [i for i, r in enumerate(self.records) if r.ok]
@@ -429,11 +432,57 @@ def _selected(record: Mapping[str, Any], only: Mapping[str, Collection[str]] | N
     return not only or all(not values or record.get(name) in values for name, values in only.items())
 
 
+def _settings(record: TrialResult) -> dict[str, Any]:
+    """What makes two trials of one method on one dataset different experiments (not seeds of one)."""
+    return {"profile": record.profile, **record.config,
+            **{f"dataset.{k}": v for k, v in (record.dataset_options or {}).items()}}
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def variant_labels(records: list[TrialResult]) -> tuple[dict[int, str], list[str]]:
+    """Row names for trials of one (dataset, method, sampler) that ran with different settings (config, dataset
+    options or profile; say a rerun with ``--set resnet.lr=...`` into the same experiment, or the IOIS protocol's
+    ResNet-10-T beside the default ResNet-18): ``resnet [backbone=resnet10t, batch_size=32, crop_scale=0.77, +6 · 3cf9]``, the
+    settings that differ within the group, so such trials make separate rows instead of one row that averages
+    two experiments as if they were seeds. Returns (indices of ``records`` that need a new name -> the name,
+    one notice per such group naming its rows and their seeds)."""
+    groups: dict[tuple, dict[str, list[int]]] = {}
+    for i, record in enumerate(records):
+        ident = json.dumps(_settings(record), sort_keys=True, default=str)
+        groups.setdefault((record.dataset, record.method, record.sampler or "-"), {}).setdefault(ident, []).append(i)
+    labels: dict[int, str] = {}
+    notices: list[str] = []
+    for (dataset, method, sampler), variants in sorted(groups.items()):
+        if len(variants) < 2:
+            continue
+        flat = {ident: json.loads(ident) for ident in variants}
+        keys = sorted({k for settings in flat.values() for k in settings})
+        differing = [k for k in keys
+                     if len({json.dumps(settings.get(k), sort_keys=True) for settings in flat.values()}) > 1]
+        rows = []
+        for ident, members in variants.items():
+            parts = [f"{k}={_shown(flat[ident].get(k))}" for k in differing]
+            shown = ", ".join(parts[:3])
+            if len(parts) > 3:
+                shown += f", +{len(parts) - 3} · {hashlib.sha256(ident.encode()).hexdigest()[:4]}"
+            for i in members:
+                labels[i] = f"{method} [{shown}]"
+            seeds = ",".join(sorted({str(records[i].seed) for i in members}, key=lambda v: (len(v), v)))
+            rows.append(f"{method} [{shown}] (seeds {seeds}; {', '.join(parts)})")
+        notices.append(f"{method} · {sampler} on {dataset} ran with different settings, so it is {len(rows)} rows, "
+                       f"each one setting's seeds: {'; '.join(rows)}.")
+    return labels, notices
+
+
 def load_runs(root: Path | str, only: Mapping[str, Collection[str]] | None = None) -> Runs:
     """Read every ``result.json`` under ``root`` (any depth) once. ``only`` keeps the trials whose fields are
     among the given values, e.g. ``{"method": {"resnet", "focal"}, "dataset": {"retinamnist"}}``. A result
     that is not valid JSON or lacks what a row needs is listed in ``unreadable`` (with its trial, from
-    ``trial.json``), never dropped silently."""
+    ``trial.json``), never dropped silently. Trials of one method, dataset and sampler that ran with different
+    settings are named apart (:func:`variant_labels`): a row is one experiment's seeds, never two averaged."""
     import polars as pl
 
     root = Path(root)
@@ -453,6 +502,8 @@ def load_runs(root: Path | str, only: Mapping[str, Collection[str]] | None = Non
             continue
         records.append(record)
         folders.append(path.parent)
+    labels, notices = variant_labels(records)
+    records = [dataclasses.replace(r, method=labels[i]) if i in labels else r for i, r in enumerate(records)]
     experiments = []
     for path in sorted(root.rglob(EXPERIMENT_FILE)):
         payload, _ = _read_json(path)
@@ -473,7 +524,7 @@ def load_runs(root: Path | str, only: Mapping[str, Collection[str]] | None = Non
                 row[f"latency.{name}"] = value
         rows.append(row)
     table = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
-    return Runs(root, records, folders, unreadable, experiments, table)
+    return Runs(root, records, folders, unreadable, experiments, table, notices)
 
 
 def read_predictions(folder: Path | str):

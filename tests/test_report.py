@@ -357,8 +357,9 @@ def test_a_corrupt_or_malformed_result_is_named_and_counted_as_missing(runs, tmp
 
 
 def test_pooled_settings_and_versions_warn_everywhere(runs, tmp_path):
-    """A rerun with another config into the same results folder, and a trial of another harness version: the
-    report, `harness report` and `harness leaderboard` all say so (one rule everywhere)."""
+    """A rerun with another config into the same results folder (made its own row, and said so), and a trial of
+    another harness version: the report, `harness report` and `harness leaderboard` all say so (one rule
+    everywhere)."""
     from harness.cli import main
 
     root = tmp_path / "mixed"
@@ -371,9 +372,9 @@ def test_pooled_settings_and_versions_warn_everywhere(runs, tmp_path):
     out = tmp_path / "mixed-report"
     result = CliRunner().invoke(main, ["report", str(root), "--out", str(out), "--bootstrap", "100"])
     assert result.exit_code == 0, result.output
-    expected = "b · uniform on toy pools trials run with different settings: "
+    expected = "b · uniform on toy ran with different settings, so it is 2 rows, each one setting's seeds: "
     assert "warning: " + expected in result.stderr
-    assert "lr=0.001 (seeds 0,1)" in result.stderr and "lr=0.0003 (seeds 0)" in result.stderr
+    assert "b [lr=0.001] (seeds 0,1;" in result.stderr and "b [lr=0.0003] (seeds 0;" in result.stderr
     assert "a · uniform on toy pools results of harness versions 0.1.0, 0.2.0" in result.stderr
     assert expected in (out / "leaderboard.md").read_text()
     page = (out / "index.html").read_text()
@@ -759,3 +760,30 @@ def test_report_of_a_selection_ranks_and_tests_within_it(runs, tmp_path):
     result = CliRunner().invoke(main, ["report", str(runs), "--out", str(tmp_path / "none"), "--methods", "nope"])
     assert result.exit_code == 2 and "no finished trial" in result.output and "nope" in result.output
     assert not (tmp_path / "none").exists()
+
+
+def test_trials_of_one_method_with_different_settings_are_separate_rows(tmp_path, cli):
+    """Two experiments of ``resnet`` under one runs folder (another backbone, another learning rate) are two
+    rows named by what differs, never one row that averages them as if they were six seeds of one method."""
+    from harness.results import leaderboard
+    from harness.store import load_runs
+
+    labels = _labels()
+    for seed in range(3):
+        write_trial(tmp_path / "a", "resnet", seed, _noisy(labels, 0.9, seed), 1.0,
+                    config={"backbone": "resnet18", "lr": 0.002})
+        write_trial(tmp_path / "b", "resnet", seed, _noisy(labels, 0.4, seed), 1.0,
+                    config={"backbone": "resnet10t", "lr": 0.002})
+        write_trial(tmp_path / "a", "focal", seed, _noisy(labels, 0.7, seed), 1.0)
+    runs = load_runs(tmp_path)
+    board = leaderboard.build(runs)
+    rows = {r["method"]: r for r in board.iter_rows(named=True)}
+    assert set(rows) == {"resnet [backbone=resnet18]", "resnet [backbone=resnet10t]", "focal"}
+    assert all(r["seeds"] == 3 and r["trials"] == 3 for r in rows.values())
+    assert rows["resnet [backbone=resnet18]"]["macro_f1_mean"] > rows["resnet [backbone=resnet10t]"]["macro_f1_mean"]
+    only = load_runs(tmp_path / "a")  # one experiment alone keeps the plain name
+    assert set(only.table["method"].to_list()) == {"resnet", "focal"}
+    result = cli("report", str(tmp_path), "--out", str(tmp_path / "report"), "--bootstrap", "200")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report" / "leaderboard.md").read_text()
+    assert "resnet [backbone=resnet18]" in page and "resnet [backbone=resnet10t]" in page

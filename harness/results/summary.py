@@ -7,7 +7,6 @@ warnings, and for several datasets the Friedman / Nemenyi analysis. The statisti
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,17 +220,9 @@ def _seed_ttest(diffs: np.ndarray) -> float | None:
 # Warnings that follow one rule everywhere (leaderboard, report, run)
 
 
-def _settings_of(result: dict) -> dict[str, Any]:
-    """What a trial was run with, flat: profile, the method's config and the dataset's options."""
-    out: dict[str, Any] = {"profile": result.get("profile")}
-    out.update(result.get("config") or {})
-    out.update({f"dataset.{k}": v for k, v in (result.get("dataset_options") or {}).items() if v is not None})
-    return out
-
-
 def pooling_warnings(results: list[dict]) -> list[str]:
-    """Rows that pool trials they should not: different settings (say, a rerun with ``--set resnet.lr=...``
-    into the same experiment), the same seed run more than once, or results of different harness versions."""
+    """Rows that pool trials they should not: the same seed run more than once, or results of different harness
+    versions. (Trials with different settings are never pooled: ``store.variant_labels`` makes them rows.)"""
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         groups.setdefault((str(r.get("dataset")), str(r.get("method")), str(r.get("sampler") or "-")), []).append(r)
@@ -242,21 +233,6 @@ def pooling_warnings(results: list[dict]) -> list[str]:
         if len(versions) > 1:
             out.append(f"{where} pools results of harness versions {', '.join(versions)}: a change between them "
                        "may move its numbers. Re-run the older trials with the current version, or report them apart.")
-        by_settings: dict[str, tuple[dict, list[dict]]] = {}
-        for r in members:
-            settings = _settings_of(r)
-            by_settings.setdefault(json.dumps(settings, sort_keys=True, default=str), (settings, []))[1].append(r)
-        if len(by_settings) > 1:
-            flat = [d for d, _ in by_settings.values()]
-            differ = sorted({k for d in flat for k in d if any(d.get(k) != e.get(k) for e in flat)})
-            parts = []
-            for d, group in by_settings.values():
-                seeds = ",".join(str(r.get("seed")) for r in sorted(group, key=lambda r: r.get("seed") or 0))
-                parts.append(", ".join(f"{k}={d.get(k, '(unset)')}" for k in differ) + f" (seeds {seeds})")
-            out.append(f"{where} pools trials run with different settings: {'; '.join(parts)}. Its row mixes "
-                       "them: run each setting into its own experiment (--experiment NAME) and report them "
-                       "apart.")
-            continue
         seeds = [r.get("seed") for r in members]
         repeated = sorted({s for s in seeds if seeds.count(s) > 1}, key=str)
         if repeated:
@@ -325,7 +301,7 @@ def summarise(runs: Runs, settings: Settings | None = None) -> Summary:
     warnings = [u.describe() for u in runs.unreadable]
     if board.is_empty():
         return Summary(board, {}, runs, settings, warnings)
-    warnings += pooling_warnings([runs.records[i] for i in runs.ok()])
+    warnings += runs.notices + pooling_warnings([runs.records[i] for i in runs.ok()])
     details, notes = _details(runs, settings)
     warnings += notes
     for i in runs.ok():
