@@ -580,22 +580,23 @@ def leaderboard_cmd(runs_dir, bootstrap, correction, headline, improving_margin)
 @click.option("--methods", help="Only these methods (comma-separated), e.g. an ablation's rows.")
 @click.option("--datasets", help="Only these datasets (comma-separated).")
 @click.option("--samplers", help="Only these samplers (comma-separated).")
+@click.option("--experiments", help="Only these experiments (comma-separated), for a RUNS_DIR that holds several.")
 @click.pass_context
 def report_cmd(ctx, runs_dir, out_dir, title, bootstrap, correction, headline, improving_margin, methods, datasets,
-               samplers):
+               samplers, experiments):
     """Publish the results under RUNS_DIR: leaderboard.md, a self-contained index.html, results.parquet.
 
     Mean and 95% CI over seeds; against each dataset's top method the two-level paired bootstrap (test images
     and training seeds), adjusted for the table's comparisons, with rank bands; the t-test over seeds and
     McNemar per seed as secondary tests; per-class recall, confusion matrices, learning curves, the
     quality / latency Pareto front, and for 2+ datasets Friedman / Nemenyi with a critical-difference
-    diagram. With --methods / --datasets / --samplers the report covers that selection (the paired tests
-    are against its top).
+    diagram. With --methods / --datasets / --samplers / --experiments the report covers that selection (the
+    paired tests are against its top).
     """
     from harness.report import load_summary, write_report
 
     only = {field: set(_csv(value)) for field, value in
-            (("method", methods), ("dataset", datasets), ("sampler", samplers)) if value}
+            (("method", methods), ("dataset", datasets), ("sampler", samplers), ("experiment", experiments)) if value}
     summary = load_summary(runs_dir, _report_settings(replicates=bootstrap, correction=correction, headline=headline,
                                                       improving_margin=improving_margin), only or None)
     if only and summary.board.is_empty():

@@ -787,3 +787,7 @@ def test_trials_of_one_method_with_different_settings_are_separate_rows(tmp_path
     assert result.exit_code == 0, result.output
     page = (tmp_path / "report" / "leaderboard.md").read_text()
     assert "resnet [backbone=resnet18]" in page and "resnet [backbone=resnet10t]" in page
+    result = cli("report", str(tmp_path), "--experiments", "a", "--out", str(tmp_path / "only-a"), "--bootstrap", "200")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "only-a" / "leaderboard.md").read_text()  # one experiment of the folder: the plain names
+    assert "resnet [" not in page and "| resnet |" in page.replace("**", "")
