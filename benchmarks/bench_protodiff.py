@@ -13,8 +13,9 @@ For each dataset it writes, as Markdown:
    Macro-F1 of ``protodiff-tstr`` and ``cfg-diff-tstr`` with ``resnet`` on the real training split as the
    reference row (mean and 95% CI over seeds), the paired tests of prototype against CFG guidance, and
    whether the paper's claim (prototype guidance beats CFG on train-on-synthetic) holds: *holds* when the
-   Macro-F1 difference is positive and significant (paired bootstrap over test images and seeds, the
-   report's primary test), *reversed* when it is negative and significant, *not shown* otherwise.
+   Macro-F1 difference is positive and significant (the two-level paired bootstrap over test images and seeds,
+   the report's primary test, Holm-adjusted over the dataset's comparisons), *reversed* when it is negative and
+   significant, *not shown* otherwise.
 2. **Generation metrics** of both generators against the validation images (mean over seeds): Frechet
    distance, k-NN precision and recall, per class, pooled and the class mean.
 3. **Augmentation**: ``protodiff`` and ``cfg-diff`` (ResNet-18 on real + synthetic images) against
@@ -28,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.results.stats import ALPHA, compare, mean_ci, summarise
+from harness.report import load_summary
+from harness.results.stats import ALPHA, adjust_p, mean_ci
+from harness.results.summary import Settings, compare
 
 TSTR = ("protodiff-tstr", "cfg-diff-tstr")
 AUGMENT = ("protodiff", "cfg-diff")
@@ -56,23 +59,30 @@ def _per_seed_scores(detail) -> dict[str, list[float]]:
     return out
 
 
-def _test_row(name: str, against: str, c: dict) -> str:
-    if "f1_diff" not in c:
+def _test_row(name: str, against: str, c: dict, p_adjusted: float | None) -> str:
+    if "diff" not in c:
         return f"| {name} vs {against} | no paired seeds | | | | |"
-    star = lambda p: " *" if p is not None and p < ALPHA else ""  # noqa: E731
-    seed_p = "–" if c["f1_seed_p"] is None else f"{c['f1_seed_p']:.3g}{star(c['f1_seed_p'])}"
-    return (f"| {name} vs {against} | {len(c['paired_seeds'])} | {c['f1_diff']:+.3f} [{c['f1_diff_low']:+.3f}, "
-            f"{c['f1_diff_high']:+.3f}] | {c['f1_p']:.3g}{star(c['f1_p'])} | {seed_p} | "
-            f"{c['acc_diff']:+.3f} (McNemar p {c['mcnemar_p']:.3g}{star(c['mcnemar_p'])}) |")
+    star = " *" if p_adjusted is not None and p_adjusted < ALPHA else ""
+    seed_p = "–" if c.get("seed_p") is None else f"{c['seed_p']:.3g}"
+    mcnemar = " / ".join(f"{t['p_value']:.2g}" for t in c.get("mcnemar", []))
+    return (f"| {name} vs {against} | {len(c['paired_seeds'])} | {c['diff']:+.3f} [{c['low']:+.3f}, "
+            f"{c['high']:+.3f}] | {p_adjusted:.3g}{star} | {seed_p} | {mcnemar} |")
 
 
-def claim(c: dict) -> str:
-    """Does prototype guidance beat CFG on train-on-synthetic Macro-F1 (the paired bootstrap)?"""
-    if "f1_diff" not in c:
+def claim(c: dict, p_adjusted: float | None) -> str:
+    """Does prototype guidance beat CFG on train-on-synthetic Macro-F1 (the primary test, adjusted)?"""
+    if "diff" not in c:
         return "cannot be judged (no paired seeds)"
-    if c["f1_significant"]:
-        return "**holds**" if c["f1_diff"] > 0 else "**reversed** (CFG is significantly better)"
-    return f"**not shown** (difference {c['f1_diff']:+.3f}, p = {c['f1_p']:.3g})"
+    if p_adjusted is not None and p_adjusted < ALPHA:
+        return "**holds**" if c["diff"] > 0 else "**reversed** (CFG is significantly better)"
+    return f"**not shown** (difference {c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}], adjusted p {p_adjusted:.3g})"
+
+
+def _tests(pairs: list[tuple[str, str, object, object]], settings: Settings) -> list[tuple[str, str, dict, float]]:
+    """The paired tests of each (name, against) pair, Holm-adjusted together."""
+    found = [(a, b, compare(x, y, settings)) for a, b, x, y in pairs if x and y and x.trials and y.trials]
+    adjusted = adjust_p([c.get("p") for _, _, c in found], "holm")
+    return [(a, b, c, p) for (a, b, c), p in zip(found, adjusted)]
 
 
 def _generation(summary, dataset: str) -> list[str]:
@@ -83,11 +93,11 @@ def _generation(summary, dataset: str) -> list[str]:
         for method in methods:
             detail = summary.details.get((dataset, method, "uniform"))
             for t in (detail.trials if detail else []):
-                notes = t.result.get("notes") or {}
+                notes = t.record.get("notes") or {}
                 key = (notes.get("generator") or {}).get("key")
                 if key and "generation" in notes:
                     seen.setdefault(key, notes["generation"])
-                    classes = classes or [c for c in t.result.get("classes", []) if c in notes["generation"]["per_class"]]
+                    classes = classes or [c for c in t.record.get("classes", []) if c in notes["generation"]["per_class"]]
         if not seen:
             continue
         reports = list(seen.values())
@@ -108,12 +118,17 @@ def _generation(summary, dataset: str) -> list[str]:
 
 def report(runs_dir: Path, bootstrap: int) -> str:
     methods = {*TSTR, *AUGMENT, REFERENCE}
-    summary = summarise(runs_dir, replicates=bootstrap, only={"method": methods, "sampler": {"uniform"}})
+    settings = Settings(replicates=bootstrap)
+    summary = load_summary(runs_dir, settings, only={"method": methods, "sampler": {"uniform"}})
     datasets = sorted({d for d, _, _ in summary.details})
     if not datasets:
         raise SystemExit(f"no finished trial of {', '.join(sorted(methods))} under {runs_dir}")
-    out = [f"# Prototype guidance vs classifier-free guidance (issue 19)\n\nFrom `{runs_dir}`; paired tests at "
-           f"alpha = {ALPHA} (* = significant), bootstrap with {bootstrap} resamples.\n"]
+    out = [f"# Prototype guidance vs classifier-free guidance (issue 19)\n\nFrom `{runs_dir}`: the report's primary "
+           f"test (two-level paired bootstrap over test images and seeds, {bootstrap} resamples), Holm-adjusted "
+           f"over each table's comparisons (* = adjusted p < {ALPHA}); the t-test over seeds and McNemar per seed "
+           f"are secondary.\n"]
+    header = ("| comparison | paired seeds | Δ Macro-F1 [95% CI] | p (adjusted) | p (seeds) | McNemar p per seed |\n"
+              "|---|---|---|---|---|---|")
     for dataset in datasets:
         get = lambda m, d=dataset: summary.details.get((d, m, "uniform"))  # noqa: E731
         out.append(f"## {dataset}\n\n### Train on synthetic, test on real\n")
@@ -126,32 +141,26 @@ def report(runs_dir: Path, bootstrap: int) -> str:
             if detail is None or not detail.trials:
                 out.append(f"| {what} | {method} | 0 | | | |")
                 continue
-            s = _per_seed_scores(detail)
-            out.append(f"| {what} | {method} | {len(detail.trials)} | {_ci(s['precision'])} | {_ci(s['recall'])} | "
-                       f"{_ci(s['macro_f1'])} |")
-        out.append("\n| comparison | paired seeds | Δ Macro-F1 [95% CI] | p (bootstrap) | p (seeds) | Δ accuracy |")
-        out.append("|---|---|---|---|---|---|")
+            scores = _per_seed_scores(detail)
+            out.append(f"| {what} | {method} | {len(detail.trials)} | {_ci(scores['precision'])} | "
+                       f"{_ci(scores['recall'])} | {_ci(scores['macro_f1'])} |")
+        out.append("\n" + header)
+        tests = _tests([("protodiff-tstr", "cfg-diff-tstr", get("protodiff-tstr"), get("cfg-diff-tstr")),
+                        *((m, REFERENCE, get(m), get(REFERENCE)) for m in TSTR)], settings)
         verdict = "cannot be judged (a method is missing)"
-        proto, cfg, ref = get("protodiff-tstr"), get("cfg-diff-tstr"), get(REFERENCE)
-        if proto and cfg and proto.trials and cfg.trials:
-            c = compare(proto, cfg, replicates=bootstrap)
-            out.append(_test_row("protodiff-tstr", "cfg-diff-tstr", c))
-            verdict = claim(c)
-        for method in TSTR:
-            if get(method) and ref and get(method).trials and ref.trials:
-                out.append(_test_row(method, REFERENCE, compare(get(method), ref, replicates=bootstrap)))
+        for a, b, c, p in tests:
+            out.append(_test_row(a, b, c, p))
+            if (a, b) == ("protodiff-tstr", "cfg-diff-tstr"):
+                verdict = claim(c, p)
         out.append(f"\nIMPROVE's claim, prototype guidance beats classifier-free guidance on train-on-synthetic: "
                    f"{verdict}.\n")
         out.append("### Generation metrics")
         out.extend(_generation(summary, dataset))
         out.append("\n### Synthetic images as augmentation (ResNet-18 on real + synthetic)\n")
-        out.append("| comparison | paired seeds | Δ Macro-F1 [95% CI] | p (bootstrap) | p (seeds) | Δ accuracy |")
-        out.append("|---|---|---|---|---|---|")
-        for method in AUGMENT:
-            if get(method) and ref and get(method).trials and ref.trials:
-                out.append(_test_row(method, REFERENCE, compare(get(method), ref, replicates=bootstrap)))
-            else:
-                out.append(f"| {method} vs {REFERENCE} | missing | | | | |")
+        out.append(header)
+        tests = _tests([(m, REFERENCE, get(m), get(REFERENCE)) for m in AUGMENT], settings)
+        out.extend(_test_row(a, b, c, p) for a, b, c, p in tests)
+        out.extend(f"| {m} vs {REFERENCE} | missing | | | | |" for m in AUGMENT if m not in {a for a, *_ in tests})
         out.append("")
     return "\n".join(out)
 
