@@ -62,12 +62,12 @@ def run(args) -> None:
 
 
 def table(runs_dir: Path, experiment: str, tolerance: float) -> None:
-    from harness.store import iter_results
+    from harness.store import load_runs
 
-    rows: dict[int, list[dict]] = {}
-    for _, result in iter_results(Path(runs_dir) / experiment, only={"method": {"diffclf"}}):
-        if result.get("status") == "ok":
-            rows.setdefault(int(result["config"]["steps"]), []).append(result)
+    rows: dict[int, list] = {}
+    runs = load_runs(Path(runs_dir) / experiment, only={"method": {"diffclf"}})
+    for result in (runs.records[i] for i in runs.ok()):
+        rows.setdefault(int(result["config"]["steps"]), []).append(result)
     if not rows:
         raise SystemExit(f"no finished diffclf trial under {Path(runs_dir) / experiment}")
     print("| budget (steps) | steps run | epochs | seeds | fit min | trial min | best val Macro-F1 | "
