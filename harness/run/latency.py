@@ -95,11 +95,21 @@ def inference_module(module, x):
 
 
 def environment() -> dict:
-    """What torch's CPU speed depends on besides the model: thread counts and the OpenMP wait policy."""
+    """What torch's CPU speed depends on besides the model: thread counts, the OpenMP wait policy and the
+    process's niceness."""
     import torch
 
     return {"threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset")}
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"), "niceness": _niceness()}
+
+
+def _niceness() -> int | None:
+    """This process's scheduling niceness (Ray's workers run at 15: normal-priority work on the machine comes
+    first), None where the OS has none."""
+    try:
+        return os.nice(0)
+    except (AttributeError, OSError):
+        return None
 
 
 def measure(predictor, images: np.ndarray, settings: LatencySettings, workdir: Path | None = None,
