@@ -39,11 +39,14 @@ REFERENCE = "resnet"
 GENERATORS = {"protodiff": ("protodiff", "protodiff-tstr"), "cfg-diff": ("cfg-diff", "cfg-diff-tstr")}
 
 
-def _ci(values: list[float]) -> str:
+def _ci(values: list[float], bounds: tuple[float, float] = (0.0, 1.0)) -> str:
+    """Mean [95% t-interval over seeds], the interval clipped to the quantity's range (``bounds``): with 3
+    seeds a t-interval of a proportion near 1 would otherwise run past 1."""
     values = [v for v in values if v is not None and np.isfinite(v)]
     if not values:
         return "–"
     mean, low, high = mean_ci(values)
+    low, high = max(low, bounds[0]), min(high, bounds[1])
     return f"{mean:.3f}" if len(values) < 2 else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
@@ -111,7 +114,8 @@ def _generation(summary, dataset: str) -> list[str]:
         rows += [("pooled", [r["overall"] for r in reports]), ("class mean", [r["class_mean"] for r in reports])]
         for name, values in rows:
             n = f"{values[0].get('n_real', '')} / {values[0].get('n_fake', '')}" if "n_real" in values[0] else ""
-            cells = [_ci([v.get(key) for v in values]) for key in ("fd", "precision", "recall")]
+            cells = [_ci([v.get(key) for v in values], (0.0, float("inf")) if key == "fd" else (0.0, 1.0))
+                     for key in ("fd", "precision", "recall")]
             lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
     return lines
 
