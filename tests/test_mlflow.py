@@ -79,3 +79,27 @@ def test_without_mlflow_the_trial_stands_and_the_warning_says_how_to_install(tmp
     record = json.loads(path.read_text())
     assert record["status"] == "ok"
     assert "pip install -e \".[mlflow]\"" in record["observer_errors"][0]
+
+
+def test_a_run_left_running_by_a_dead_attempt_is_marked_killed(tmp_path, monkeypatch):
+    """A trial's process died after its first live record (its run stays RUNNING); the next attempt, in a new
+    process, marks that run KILLED and logs to a run of its own."""
+    pytest.importorskip("mlflow", reason=MISSING)
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+
+    import plugins.mlflow_tracking as tracking
+
+    store = (tmp_path / "mlruns").as_uri()
+    trial = SimpleNamespace(key="resnet-toy-s0-abc", method="resnet", dataset="toy", sampler="uniform", seed=0,
+                            profile="smoke", experiment="stale")
+    first = tracking.log_record(trial, {"epoch": 1, "loss": 1.0}, tmp_path, (), uri=store)
+    monkeypatch.setattr(tracking, "LIVE", {})  # a new process: the first attempt's open run is forgotten
+    second = tracking.log_record(trial, {"epoch": 1, "loss": 0.9}, tmp_path, (), uri=store)
+    client = MlflowClient(tracking_uri=store)
+    assert first != second
+    assert client.get_run(first).info.status == "KILLED"
+    assert client.get_run(first).data.tags["harness.status"] == "interrupted"
+    assert client.get_run(second).info.status == "RUNNING"
+

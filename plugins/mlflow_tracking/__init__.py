@@ -22,7 +22,8 @@ included):
 - the learning curve, **live** (``trial_reported``: the run opens at the trial's first ``ctx.report``, status
   RUNNING, and each record is logged as it comes, so the MLflow UI shows the curve while the trial trains):
   every numeric key with step = the record's epoch (``loss``, ``val_macro_f1``, ``lr`` ...; a key that is also
-  a test metric is logged as ``curve.<key>``); at the end, any record the live run missed (``curve.json``);
+  a test metric is logged as ``curve.<key>``); at the end, any record the live run missed (``curve.json``). A
+  run an earlier attempt left RUNNING (its process died, or Ctrl-C) is marked KILLED when the trial runs again;
 - artefacts: the trial folder's ``artefacts/``, ``predictions.parquet``, ``curve.json``, ``result.json`` and
   ``trial.json`` (not the kept model: large, and ``harness predict`` / ``bench`` read it from the runs folder).
 
@@ -157,6 +158,7 @@ def log_record(trial: Any, record: dict[str, Any], trial_dir: Path | None, metri
     if live is None or live.uri != uri:
         seen = live.seen if live is not None else 0
         experiment_id = _experiment_id(client, getattr(trial, "experiment", "") or "harness")
+        close_stale_runs(client, experiment_id, trial.key)
         run = client.create_run(experiment_id, run_name=trial.key, tags=_tags(trial, trial_dir))
         live = LIVE[trial.key] = LiveRun(run.info.run_id, uri, seen)
     position, live.seen = live.seen, live.seen + 1
@@ -166,6 +168,17 @@ def log_record(trial: Any, record: dict[str, Any], trial_dir: Path | None, metri
     client.log_batch(live.run_id, metrics=[Metric(k, v, now, step) for k, v, _ in points])
     live.logged.add(position)
     return live.run_id
+
+
+def close_stale_runs(client: Any, experiment_id: str, key: str) -> list[str]:
+    """Mark KILLED the runs of trial ``key`` still RUNNING from an earlier attempt whose process ended without
+    finishing them (a Ray worker that died, a Ctrl-C): a new attempt opens its own run. Returns their ids."""
+    stale = client.search_runs([experiment_id], filter_string=f"tags.`harness.key` = '{key}' and "
+                                                              "attributes.status = 'RUNNING'")
+    for run in stale:
+        client.set_tag(run.info.run_id, "harness.status", "interrupted")
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in stale]
 
 
 def log_trial(trial: Any, result: Any, trial_dir: Path | None, uri: str | None = None) -> str:
@@ -182,6 +195,7 @@ def log_trial(trial: Any, result: Any, trial_dir: Path | None, uri: str | None =
     else:
         live = None
         experiment_id = _experiment_id(client, result.experiment or getattr(trial, "experiment", "") or "harness")
+        close_stale_runs(client, experiment_id, result.key)
         run_id = client.create_run(experiment_id, run_name=result.key, tags=_tags(trial, trial_dir, result)).info.run_id
     try:
         now = int(time.time() * 1000)
