@@ -149,3 +149,26 @@ def test_a_plugin_package_never_imports_its_own_registration(package):
     back = [m for m, targets in graph.items() if m.startswith(package + ".") and package in targets
             and m not in KNOWN_BACK_IMPORTS.get(package, [])]
     assert not back, f"{', '.join(back)} import {package} (its registration) back"
+
+
+def test_every_benchmark_script_imports_names_that_exist():
+    """The scripts in benchmarks/ are run by hand, long after they were written: every name they import from
+    ``harness`` or ``plugins`` (at the top or inside a function) must still exist, or an API move breaks the
+    figures' commands silently (``bench_protodiff.py`` imported a ``compare`` that had moved)."""
+    import ast
+    import importlib
+
+    missing = []
+    for path in sorted([*(REPO / "benchmarks").glob("*.py"), *(REPO / "benchmarks" / "suite").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                    and node.module.split(".")[0] in ("harness", "plugins")):
+                continue
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if not hasattr(module, alias.name):
+                    try:
+                        importlib.import_module(f"{node.module}.{alias.name}")
+                    except ImportError:
+                        missing.append(f"{path.name}: from {node.module} import {alias.name}")
+    assert not missing, missing
