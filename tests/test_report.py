@@ -791,3 +791,19 @@ def test_trials_of_one_method_with_different_settings_are_separate_rows(tmp_path
     assert result.exit_code == 0, result.output
     page = (tmp_path / "only-a" / "leaderboard.md").read_text()  # one experiment of the folder: the plain names
     assert "resnet [" not in page and "| resnet |" in page.replace("**", "")
+
+
+def test_an_unfinished_trial_is_not_counted_as_failed(tmp_path):
+    """A trial stopped by Ctrl-C (or running again while the report is made) is ``unfinished``, a trial that raised
+    is ``failed``: the seeds cell says which."""
+    from harness.report.format import seeds_cell
+    from harness.results import leaderboard
+    from harness.store import load_runs
+
+    labels = _labels()
+    write_trial(tmp_path / "a", "resnet", 0, _noisy(labels, 0.9, 0), 1.0)
+    write_trial(tmp_path / "a", "resnet", 1, _noisy(labels, 0.9, 1), 1.0, status="interrupted")
+    write_trial(tmp_path / "a", "resnet", 2, _noisy(labels, 0.9, 2), 1.0, status="failed")
+    (row,) = leaderboard.build(load_runs(tmp_path)).iter_rows(named=True)
+    assert (row["seeds"], row["failed"], row["unfinished"]) == (1, 1, 1)
+    assert seeds_cell(row) == "1 (1 failed, 1 unfinished)"

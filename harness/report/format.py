@@ -136,6 +136,7 @@ def band_cell(row: dict) -> str:
 def seeds_cell(row: dict) -> str:
     text = str(row["seeds"])
     extra = [f"{row['failed']} failed" for _ in [0] if row.get("failed")]
+    extra += [f"{row['unfinished']} unfinished" for _ in [0] if row.get("unfinished")]
     extra += [f"{row['unreadable']} unreadable" for _ in [0] if row.get("unreadable")]
     return text + (f" ({', '.join(extra)})" if extra else "")
 

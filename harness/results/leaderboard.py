@@ -1,6 +1,6 @@
 """The leaderboard: a runs folder's trials grouped by dataset, method and sampler (polars).
 
-For each group: the number of seeds that finished (and how many trials failed or could not be read), the
+For each group: the number of seeds that finished (and how many trials failed, are unfinished or could not be read), the
 mean, standard deviation and 95% Student's t interval over seeds of every metric and of latency, and the
 rank by the mean headline metric (a setting, ``macro_f1`` by default) within the dataset.
 """
@@ -38,7 +38,10 @@ def build(runs: Runs, headline: str = "macro_f1"):
                            f"({', '.join(metrics) or 'none'}); pick one of them")
     values = [*(f"metric.{m}" for m in metrics), *(f"latency.{m}" for m in LATENCY if f"latency.{m}" in ok.columns),
               "params", "fit_seconds"]
-    failed = table.filter(pl.col("status") != "ok").group_by(GROUP).agg(pl.len().alias("failed"))
+    # not ok: failed (raised, or a worker died), or unfinished (stopped by Ctrl-C, or running again right now)
+    failed = table.filter(pl.col("status") != "ok").group_by(GROUP).agg(
+        (pl.col("status") != "interrupted").sum().alias("failed"),
+        (pl.col("status") == "interrupted").sum().alias("unfinished"))
     rows: list[dict[str, Any]] = []
     for key, group in ok.group_by(list(GROUP), maintain_order=True):
         row: dict[str, Any] = dict(zip(GROUP, key))
@@ -57,7 +60,8 @@ def build(runs: Runs, headline: str = "macro_f1"):
             row[f"{name}_std"] = float(pl.Series(present, dtype=pl.Float64).std()) if len(present) > 1 else None
         rows.append(row)
     board = pl.DataFrame(rows, infer_schema_length=None)
-    board = board.join(failed, on=list(GROUP), how="left").with_columns(pl.col("failed").fill_null(0))
+    board = board.join(failed, on=list(GROUP), how="left").with_columns(pl.col("failed").fill_null(0),
+                                                                        pl.col("unfinished").fill_null(0))
     unreadable = [dict(zip(GROUP, (u.trial.get("dataset"), u.trial.get("method"), u.trial.get("sampler") or "-")))
                   for u in runs.unreadable if u.trial.get("method")]
     if unreadable:
@@ -68,5 +72,5 @@ def build(runs: Runs, headline: str = "macro_f1"):
     board = board.with_columns(
         pl.col(f"{headline}_mean").rank(method="min", descending=True).over("dataset").cast(pl.Int64).alias("rank")
     ).sort(["dataset", "rank", "method", "sampler"])
-    first = ["dataset", "rank", "method", "sampler", "seeds", "failed", "unreadable", "profile"]
+    first = ["dataset", "rank", "method", "sampler", "seeds", "failed", "unfinished", "unreadable", "profile"]
     return board.select([*first, *[c for c in board.columns if c not in first]])
