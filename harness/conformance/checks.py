@@ -373,3 +373,30 @@ def check_observer(function: Callable, argnames: tuple[str, ...], plugin: str) -
             except Exception as exc:
                 raise AssertionError(f"plugin {plugin!r} trial_finished raised on a {status} result: "
                                      f"{type(exc).__name__}: {exc}") from exc
+
+
+def check_reporter(function: Callable, argnames: tuple[str, ...], plugin: str) -> None:
+    """A ``trial_reported`` implementation (``function`` taking ``argnames``, a subset of ``trial, record,
+    trial_dir, metric_names``) accepts two learning-curve records of a running trial without raising and without
+    changing them (``trial_dir``: a folder holding only ``trial.json``, as a running trial's does)."""
+    import copy
+    import json
+    import tempfile
+
+    from harness.run.trial import Trial
+
+    trial = Trial(method="m", dataset="d", sampler="-", seed=0, profile="smoke", method_config=(("lr", 0.1),),
+                  dataset_options=(("size", 16),), experiment="conformance")
+    with tempfile.TemporaryDirectory(prefix="harness-reporter-") as folder:
+        trial_dir = Path(folder)
+        (trial_dir / "trial.json").write_text(json.dumps(trial.to_dict()))
+        for record in ({"epoch": 1, "loss": 0.9, "lr": 1e-3}, {"epoch": 2, "loss": 0.7, "val_macro_f1": 0.4}):
+            kwargs = {"trial": trial, "record": record, "trial_dir": trial_dir, "metric_names": ("macro_f1",)}
+            before = copy.deepcopy(record)
+            try:
+                function(**{a: kwargs[a] for a in argnames})
+            except Exception as exc:
+                raise AssertionError(f"plugin {plugin!r} trial_reported raised on record {record}: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+            assert record == before, f"plugin {plugin!r} trial_reported changed the record it was given"
+

@@ -17,6 +17,7 @@ from harness.conformance.checks import (
     check_method_trial,
     check_metric,
     check_observer,
+    check_reporter,
     check_sampler,
     check_splits,
     hooks_without_tests,
@@ -121,6 +122,16 @@ OBSERVERS = [impl for impl in MANAGER.pm.hook.trial_finished.get_hookimpls()
 @pytest.mark.parametrize("impl", OBSERVERS, ids=[impl.plugin_name for impl in OBSERVERS])
 def test_hook_trial_finished(impl):
     check_observer(impl.function, tuple(impl.argnames), impl.plugin_name)
+
+
+REPORTERS = [impl for impl in MANAGER.pm.hook.trial_reported.get_hookimpls()
+             if not ONLY or impl.plugin_name in ONLY]
+
+
+@limited("other")
+@pytest.mark.parametrize("impl", REPORTERS, ids=[impl.plugin_name for impl in REPORTERS])
+def test_hook_trial_reported(impl):
+    check_reporter(impl.function, tuple(impl.argnames), impl.plugin_name)
 
 
 def test_every_hook_has_a_test():
