@@ -282,13 +282,8 @@ class Predictor:
 
     def to_tensor(self, images: np.ndarray):
         """uint8 (N, H, W, C) -> normalised float tensor (N, C, H, W) on the predictor's device."""
-        import torch
 
-        images = np.ascontiguousarray(images)
-        if not images.flags.writeable:  # a memory-mapped or read-only split: torch wants a writable buffer
-            images = images.copy()
-        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2)
-        return normalise(x, self.mean, self.std)
+        return normalise(to_uint8_tensor(images).to(self.device), self.mean, self.std)
 
     def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Probabilities (and any extra per-image outputs) for uint8 images, in batches."""
@@ -348,6 +343,19 @@ def _broadcast(values: tuple[float, ...], channels: int) -> list[float]:
         return values * channels
     raise HarnessError(f"normalisation has {len(values)} values for {channels}-channel images; expected 1 or "
                        f"{channels}")
+
+
+def to_uint8_tensor(images: np.ndarray):
+    """uint8 (N, H, W, C) numpy -> uint8 (N, C, H, W) tensor, sharing memory where possible. A read-only array (a
+    memory-mapped dataset cache) is shared too: every use indexes or converts it into a new tensor, never writes."""
+    import warnings
+
+    import torch
+
+    images = np.ascontiguousarray(images)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(images).permute(0, 3, 1, 2)
 
 
 def normalise(batch_u8, mean: tuple[float, ...], std: tuple[float, ...]):

@@ -66,6 +66,31 @@ def _summary(prefix: str, suffix: str, times: list[float], batch: int) -> dict[s
     }
 
 
+def _call(module, x):
+    """``module(x)`` as a timed call: in inference mode, waiting for the GPU when ``x`` is on one."""
+    import torch
+
+    def call():
+        with torch.inference_mode():
+            module(x)
+            if x.is_cuda:
+                torch.cuda.synchronize()
+    return call
+
+
+def _timings(prefix: str, call_on, x1, xb, batch: int, settings: LatencySettings, alias_b64: bool = True) -> dict:
+    """Batch 1 and the throughput batch of ``call_on(x)()``: median and p95 ms per image and repeats, under
+    ``prefix``; with ``alias_b64`` the documented ``*_b64`` keys are present when the batch is smaller (a small
+    test set), so tables line up."""
+    out = _summary(prefix, "b1", _timed(call_on(x1), settings.warmup, settings.max_repeats_b1, settings.budget_s), 1)
+    out.update(_summary(prefix, f"b{batch}", _timed(call_on(xb), 1, settings.max_repeats_batch, settings.budget_s),
+                        batch))
+    if alias_b64 and batch != 64:
+        out[f"{prefix}ms_per_image_b64"] = out[f"{prefix}ms_per_image_b{batch}"]
+        out[f"{prefix}p95_ms_b64"] = out[f"{prefix}p95_ms_b{batch}"]
+    return out
+
+
 def _probs(output):
     return output["probs"] if isinstance(output, dict) else output
 
@@ -135,25 +160,10 @@ def measure(predictor, images: np.ndarray, settings: LatencySettings, workdir: P
     fmt = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
     t1, tb = x1.contiguous(memory_format=fmt), xb.contiguous(memory_format=fmt)
 
-    def run(x, timed=timed):
-        def call():
-            with torch.inference_mode():
-                timed(x)
-                if x.is_cuda:
-                    torch.cuda.synchronize()
-        return call
-
-    out.update(_summary("", "b1", _timed(run(t1), settings.warmup, settings.max_repeats_b1, settings.budget_s), 1))
-    out.update(_summary("", f"b{batch}", _timed(run(tb), 1, settings.max_repeats_batch, settings.budget_s), batch))
-    if batch != 64:  # keep the documented key present so tables line up
-        out["ms_per_image_b64"] = out[f"ms_per_image_b{batch}"]
-        out["p95_ms_b64"] = out[f"p95_ms_b{batch}"]
+    out.update(_timings("", lambda x: _call(timed, x), t1, tb, batch, settings))
     if predictor.latency_module is not None:  # the full module (e.g. with its uncertainty chains) as well,
         full = predictor.module.eval()        # in the default memory format
-        out.update(_summary("full_", "b1", _timed(run(x1, full), settings.warmup, settings.max_repeats_b1,
-                                                  settings.budget_s), 1))
-        out.update(_summary("full_", f"b{batch}", _timed(run(xb, full), 1, settings.max_repeats_batch,
-                                                         settings.budget_s), batch))
+        out.update(_timings("full_", lambda x: _call(full, x), x1, xb, batch, settings, alias_b64=False))
     if settings.onnx and not predictor.exportable and predictor.onnx_runtime:
         out.update(_onnx_runtime_latency(predictor.onnx_runtime, module, x1, xb, batch, settings))
     elif settings.onnx and onnx_file is not None and Path(onnx_file).exists():
@@ -183,23 +193,10 @@ def _onnx_runtime_latency(target: str, module, x1, xb, batch: int, settings: Lat
             with torch.inference_mode():  # what is timed must predict what torch predicts: the gap is recorded
                 gap = (_probs(runner(x1.cpu())).float() - _probs(module(x1)).float().cpu()).abs().max()
 
-            def run(x):
-                def call():
-                    with torch.inference_mode():
-                        runner(x)
-                return call
-
-            a1, ab = x1.cpu(), xb.cpu()
             out = {"onnx_provider": getattr(runner, "onnx_provider", None) or "CPUExecutionProvider",
                    "onnx_threads": torch.get_num_threads(), "onnx_graphs": graphs,
                    "onnx_max_abs_diff_b1": float(gap)}
-            out.update(_summary("onnx_", "b1", _timed(run(a1), settings.warmup, settings.max_repeats_b1,
-                                                       settings.budget_s), 1))
-            out.update(_summary("onnx_", f"b{batch}", _timed(run(ab), 1, settings.max_repeats_batch,
-                                                              settings.budget_s), batch))
-        if batch != 64:
-            out["onnx_ms_per_image_b64"] = out[f"onnx_ms_per_image_b{batch}"]
-            out["onnx_p95_ms_b64"] = out[f"onnx_p95_ms_b{batch}"]
+            out.update(_timings("onnx_", lambda x: _call(runner, x), x1.cpu(), xb.cpu(), batch, settings))
         return out
     except Exception as exc:  # export support varies by architecture; timing torch is enough
         return {"onnx_error": f"{type(exc).__name__}: {str(exc)[:300]}"}
@@ -237,16 +234,10 @@ def _onnx_latency(module, x1, xb, batch: int, settings: LatencySettings, path: P
                 )
         session = onnx_session(path, x1.device.type)
         name = session.get_inputs()[0].name
-        a1, ab = x1.cpu().numpy(), xb.cpu().numpy()
         out = {"onnx_provider": session.get_providers()[0],
                "onnx_threads": int(session.get_session_options().intra_op_num_threads)}
-        out.update(_summary("onnx_", "b1", _timed(lambda: session.run(None, {name: a1}), settings.warmup,
-                                                   settings.max_repeats_b1, settings.budget_s), 1))
-        out.update(_summary("onnx_", f"b{batch}", _timed(lambda: session.run(None, {name: ab}), 1,
-                                                          settings.max_repeats_batch, settings.budget_s), batch))
-        if batch != 64:
-            out["onnx_ms_per_image_b64"] = out[f"onnx_ms_per_image_b{batch}"]
-            out["onnx_p95_ms_b64"] = out[f"onnx_p95_ms_b{batch}"]
+        feeds = {id(x): {name: x.cpu().numpy()} for x in (x1, xb)}  # made before the clock starts
+        out.update(_timings("onnx_", lambda x: lambda: session.run(None, feeds[id(x)]), x1, xb, batch, settings))
         ok = True
         return out
     except Exception as exc:  # export support varies by architecture; timing torch is enough

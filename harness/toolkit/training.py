@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harness.contract.specs import normalise
+from harness.contract.specs import normalise, to_uint8_tensor
 from harness.errors import HarnessError
 from harness.toolkit.training_config import TrainConfig  # noqa: F401  (re-exported)
 
@@ -53,15 +52,6 @@ def normalisation(channels: int, pretrained: bool) -> tuple[tuple[float, ...], t
     if pretrained and channels == 3:
         return IMAGENET_MEAN, IMAGENET_STD
     return (0.5,) * channels, (0.5,) * channels
-
-
-def to_uint8_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, C) numpy -> uint8 (N, C, H, W) tensor, sharing memory where possible. A read-only array (a
-    memory-mapped dataset cache) is shared too: every use indexes or converts it into a new tensor, never writes."""
-    images = np.ascontiguousarray(images)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(images).permute(0, 3, 1, 2)
 
 
 # ------------------------------------------------------------------------------------ augmentation

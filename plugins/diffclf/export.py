@@ -38,9 +38,6 @@ class OnnxUNet(OnnxNet):
     """An ONNX Runtime session standing in for the UNet: ``forward(z, logsnr, y)`` -> torch tensor, a scalar
     ``logsnr`` or ``y`` expanded to the rows (CPU provider, or CUDA when available and asked for)."""
 
-    def forward(self, z: torch.Tensor, logsnr: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return super().forward(z, logsnr, y)
-
 
 def onnx_classifier(clf, path: Path | str, example: torch.Tensor, *, threads: int | None = None):
     """``clf`` (a ``DiffusionClassifier``) with its network exported to ``path`` and run by ONNX Runtime;

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from harness import HarnessError
-from harness.toolkit.nn.onnx import export_net
+from harness.toolkit.nn.onnx import export_net, ort_session
 from plugins.diffmic.model import DiffMICClassifier, Prior, chain_noise, readout
 
 GRAPHS = ("prior", "feature", "denoiser")
@@ -63,17 +63,11 @@ class OnnxDiffMIC(nn.Module):
     def __init__(self, paths: dict[str, Path], classifier: DiffMICClassifier, *, threads: int | None = None,
                  providers: list[str] | None = None):
         super().__init__()
-        import onnxruntime as ort
-
         missing = [name for name in GRAPHS if not Path(paths.get(name, "")).is_file()]
         if missing:
             raise HarnessError(f"OnnxDiffMIC needs {', '.join(f'{m}.onnx' for m in GRAPHS)}; missing "
                                f"{', '.join(missing)} (write them with export_onnx)")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        providers = providers or ["CPUExecutionProvider"]
-        self.sessions = {name: ort.InferenceSession(str(paths[name]), options, providers=providers)
-                         for name in GRAPHS}
+        self.sessions = {name: ort_session(paths[name], threads=threads, providers=providers) for name in GRAPHS}
         self.diffusion, self.steps = classifier.diffusion, classifier.steps
         self.ddim, self.eta, self.seed = classifier.ddim, classifier.eta, classifier.seed
         self.readout, self.votes = classifier.readout, classifier.votes
