@@ -37,6 +37,8 @@ def test_cli_end_to_end_on_synthetic_smoke(tmp_path, cli):
         for key in ("method", "dataset", "sampler", "seed", "profile", "params", "fit_seconds",
                     "harness_version", "git_commit", "hardware"):
             assert key in record, key
+        # what the trial cost in CPU time (all threads), beside its wall time: budgets are set from it
+        assert 0 < record["timings"]["cpu_seconds"] <= record["total_seconds"] * record["hardware"]["cpu_count"] + 1
         lat = record["latency"]
         assert lat["ms_per_image_b1"] > 0 and lat["ms_per_image_b64"] > 0 and lat["threads"] >= 1
         folder = runs / "synthetic" / record["key"]

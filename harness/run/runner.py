@@ -339,7 +339,7 @@ def _run_locked(trial: Trial, settings: RunSettings, trial_dir: Path, *, reporte
     atomic_write_json(trial_dir / TRIAL_FILE, {**trial.to_dict(), "started": started.isoformat()})
     models.remove_partial(trial_dir)  # a model left by an earlier, failed attempt is not this trial's
     result = start_result(trial, started)
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     try:
         missing = missing_metrics_error(registry, settings)
         if missing is not None:
@@ -404,16 +404,16 @@ def _run_locked(trial: Trial, settings: RunSettings, trial_dir: Path, *, reporte
         models.remove_partial(trial_dir)
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             result.status = STATUS_INTERRUPTED
-            _finish(result, t_start, trial_dir, manager, trial)
+            _finish(result, t_start, cpu_start, trial_dir, manager, trial)
             raise
         stop = exc if isinstance(exc, StoreError) else _disk_error(exc, trial_dir)
         if stop is not None:  # the disk is full or read-only: record what we can, then stop the command
             with contextlib.suppress(StoreError):
-                _finish(result, t_start, trial_dir, manager, trial)
+                _finish(result, t_start, cpu_start, trial_dir, manager, trial)
             if stop is exc:
                 raise
             raise stop from exc
-    _finish(result, t_start, trial_dir, manager, trial)
+    _finish(result, t_start, cpu_start, trial_dir, manager, trial)
     return result
 
 
@@ -488,10 +488,12 @@ def _observed(reporter: Callable[..., None], trial: Trial, trial_dir: Path, regi
     return report
 
 
-def _finish(result: TrialResult, t_start: float, trial_dir: Path, manager: PluginManager | None,
-            trial: Trial) -> None:
-    result.timings = {k: round(v, 4) for k, v in result.timings.items()}
+def _finish(result: TrialResult, t_start: float, cpu_start: float, trial_dir: Path,
+            manager: PluginManager | None, trial: Trial) -> None:
     result.total_seconds = time.perf_counter() - t_start
+    # the CPU time of all of this process's threads: what a trial costs, measurable on a shared machine
+    result.timings["cpu_seconds"] = time.process_time() - cpu_start
+    result.timings = {k: round(v, 4) for k, v in result.timings.items()}
     result.finished = datetime.now(timezone.utc).isoformat()
     write_result(trial_dir, result)
     errors = manager.notify_trial_finished(trial, result, trial_dir) if manager is not None else []
