@@ -6,6 +6,7 @@ machine, see benchmarks/README.md), then summarise them:
     harness run --methods resnet,protodiff,cfg-diff,protodiff-tstr,cfg-diff-tstr \
         --datasets retinamnist,pneumoniamnist --data-dir ../shared/data --seeds 0,1,2 --runs-dir runs/protodiff
     python benchmarks/bench_protodiff.py runs/protodiff --out leaderboards/protodiff/README.md
+    python benchmarks/bench_protodiff.py runs/retinamnist runs/pneumoniamnist --out leaderboards/protodiff/README.md
 
 For each dataset it writes, as Markdown:
 
@@ -120,21 +121,26 @@ def _generation(summary, dataset: str) -> list[str]:
     return lines
 
 
-def report(runs_dir: Path, bootstrap: int) -> str:
+def report(runs_dirs: list[Path], bootstrap: int) -> str:
+    """One section per dataset, from each runs folder in turn (a folder per experiment: the datasets of
+    ``runs/retinamnist`` and ``runs/pneumoniamnist`` side by side)."""
     methods = {*TSTR, *AUGMENT, REFERENCE}
     settings = Settings(replicates=bootstrap)
-    summary = load_summary(runs_dir, settings, only={"method": methods, "sampler": {"uniform"}})
-    datasets = sorted({d for d, _, _ in summary.details})
-    if not datasets:
-        raise SystemExit(f"no finished trial of {', '.join(sorted(methods))} under {runs_dir}")
-    out = [f"# Prototype guidance vs classifier-free guidance (issue 19)\n\nFrom `{runs_dir}`: the report's primary "
+    sections = []
+    for runs_dir in runs_dirs:
+        summary = load_summary(runs_dir, settings, only={"method": methods, "sampler": {"uniform"}})
+        sections += [(summary, dataset) for dataset in sorted({d for d, _, _ in summary.details})]
+    if not sections:
+        raise SystemExit(f"no finished trial of {', '.join(sorted(methods))} under {', '.join(map(str, runs_dirs))}")
+    folders = ", ".join(f"`{d}`" for d in runs_dirs)
+    out = [f"# Prototype guidance vs classifier-free guidance (issue 19)\n\nFrom {folders}: the report's primary "
            f"test (two-level paired bootstrap over test images and seeds, {bootstrap} resamples), Holm-adjusted "
            f"over each table's comparisons (* = adjusted p < {ALPHA}); the t-test over seeds and McNemar per seed "
            f"are secondary.\n"]
     header = ("| comparison | paired seeds | Δ Macro-F1 [95% CI] | p (adjusted) | p (seeds) | McNemar p per seed |\n"
               "|---|---|---|---|---|---|")
-    for dataset in datasets:
-        get = lambda m, d=dataset: summary.details.get((d, m, "uniform"))  # noqa: E731
+    for summary, dataset in sections:
+        get = lambda m, d=dataset, s=summary: s.details.get((d, m, "uniform"))  # noqa: E731
         out.append(f"## {dataset}\n\n### Train on synthetic, test on real\n")
         out.append("| training images | classifier | seeds | macro precision | macro recall (B-ACC) | Macro-F1 |")
         out.append("|---|---|---|---|---|---|")
@@ -171,11 +177,11 @@ def report(runs_dir: Path, bootstrap: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs_dir", type=Path)
+    parser.add_argument("runs_dirs", type=Path, nargs="+", help="runs folders (one per experiment)")
     parser.add_argument("--out", type=Path, help="also write the Markdown here")
     parser.add_argument("--bootstrap", type=int, default=2000)
     args = parser.parse_args()
-    text = report(args.runs_dir, args.bootstrap)
+    text = report(args.runs_dirs, args.bootstrap)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
