@@ -155,7 +155,8 @@ epochs = 3
     rows = _dry_run(cli, "--config", str(path), "--seeds", "7", "--profile", "cpu", "--set", "resnet.lr=0.5",
                     "--runs-dir", str(tmp_path / "runs"))
     assert len(rows) == 1 and rows[0][1].split("-")[3] == "s7"
-    assert rows[0][2]["lr"] == 0.5 and rows[0][2]["epochs"] == 3 and rows[0][2]["batch_size"] == 128
+    # the cpu profile's batch on synthetic (its dataset profile: 32), the file's epochs, the flag's lr
+    assert rows[0][2]["lr"] == 0.5 and rows[0][2]["epochs"] == 3 and rows[0][2]["batch_size"] == 32
 
 
 def test_cli_config_errors(tmp_path, cli):

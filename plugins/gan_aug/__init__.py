@@ -37,7 +37,7 @@ Artefacts: ``gan_samples.png`` (one row per class, in class order, generated aft
 
 Profiles: ``smoke`` (seconds, for tests); ``cpu`` (a narrow GAN, 300 steps of batch 32, then the classifier
 with ``resnet``'s cpu budget, 108 steps of batch 128, and the minority classes topped up to a quarter of
-the majority count; on ``synthetic`` the classifier has ``resnet``'s 27 steps there; measured times in
+the majority count; on ``synthetic`` the classifier has ``resnet``'s 64 steps of batch 32; measured times in
 benchmarks/README.md "GAN augmentation");
 ``paper`` (a wider GAN trained for 20k steps with a 64 px generator, Adam 2e-4 / betas (0.5, 0.999) as
 in DCGAN and DiffAugment's low-data setting, the classifier as MedMNIST v2's ResNet-18 with every class
@@ -104,7 +104,7 @@ class GanAugConfig(TrainConfig):
 PROFILES = {
     "smoke": {"epochs": 1, "batch_size": 64, "balance": 0.5, "latent_dim": 32, "g_width": 16, "d_width": 16,
               "gan_steps": 20, "gan_batch_size": 32, "grid_per_class": 4},
-    # the classifier has resnet's cpu budget (plugins/baselines: 108 steps of batch 128; 27 on synthetic)
+    # the classifier has resnet's cpu budget (plugins/baselines: 108 steps of batch 128; on synthetic 64 of 32)
     "cpu": {"steps": 108, "min_epochs": 2, "batch_size": 128, "lr": 2e-3, "balance": 0.25, "latent_dim": 64,
             "g_width": 16, "d_width": 32, "gan_steps": 300, "gan_batch_size": 32},
     "paper": {"epochs": 100, "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
@@ -131,6 +131,6 @@ def register_methods(register):
         config=GanAugConfig,
         fit="plugins.gan_aug.train:fit",
         profiles=PROFILES,
-        dataset_profiles={"cpu": {"synthetic": {"steps": 27}}},  # as resnet's
+        dataset_profiles={"cpu": {"synthetic": {"steps": 64, "batch_size": 32}}},  # as resnet's
         search_space=SEARCH_SPACE,
     ))

@@ -49,7 +49,7 @@ The generator's EMA copies the weights for the first fifth of the steps and aver
 average would otherwise keep a visible share of the untrained network).
 
 Profiles: ``smoke`` (seconds, for tests); ``cpu`` (ResNet-10-T classifier, a 32-channel v-prediction UNet
-generator at 16 px, 1,500 steps, K = 20% of the training split, DDIM-10, 10 epochs; on ``synthetic`` 5 epochs and a 500-step
+generator at 16 px, 1,500 steps, K = 20% of the training split, DDIM-10, 10 epochs; on ``synthetic`` 5 epochs and a 300-step
 generator, about a minute per variant once the generator is cached; a RetinaMNIST trial within 15 minutes;
 figures in benchmarks/README.md); ``paper`` (ADM-128-sized generator trained 50k steps, EMA 0.9999, DDIM-50,
 ResNet-50 ImageNet-pretrained, SGD 0.0125 batch 32 for 200 epochs with x0.1 at 60/120/180, Resize-crop + flip
@@ -180,7 +180,7 @@ _PAPER_DATA = {"aptos": {"dataset.split": "iois"}, "ham10000": {"dataset.split":
 DATASET_PROFILES = {
     "smoke": _PAPER_DATA,
     # the built-in synthetic set (320 training images) is in the default `harness run`: about a minute per variant
-    "cpu": {**_PAPER_DATA, "synthetic": {"epochs": 5, "pretrain_epochs": 3, "gen_steps": 500}},
+    "cpu": {**_PAPER_DATA, "synthetic": {"epochs": 5, "pretrain_epochs": 3, "gen_steps": 300}},
     "paper": {**_PAPER_DATA, "ham10000": {"dataset.split": "iois", "synthetic_per_epoch": 2000},
               "isic2018": {"dataset.split": "iois", "synthetic_per_epoch": 2000}},
 }
