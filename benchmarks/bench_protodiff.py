@@ -1,4 +1,4 @@
-"""Issue 19's figures: prototype guidance against classifier-free guidance (IMPROVE), from a runs folder.
+"""Issue 19's figures: prototype guidance against classifier-free guidance (IMPROVE), from runs folders.
 
 Run the trials first (the lead's long measurement; about 35 min per dataset and seed on the quiet 2-core
 machine, see benchmarks/README.md), then summarise them:
@@ -129,7 +129,11 @@ def report(runs_dirs: list[Path], bootstrap: int) -> str:
     sections = []
     for runs_dir in runs_dirs:
         summary = load_summary(runs_dir, settings, only={"method": methods, "sampler": {"uniform"}})
-        sections += [(summary, dataset) for dataset in sorted({d for d, _, _ in summary.details})]
+        for dataset in sorted({d for d, _, _ in summary.details}):
+            if any(dataset == d for _, d in sections):
+                raise SystemExit(f"{dataset} is in more than one of {', '.join(map(str, runs_dirs))}: give each "
+                                 f"dataset's trials in one folder (one section per dataset)")
+            sections.append((summary, dataset))
     if not sections:
         raise SystemExit(f"no finished trial of {', '.join(sorted(methods))} under {', '.join(map(str, runs_dirs))}")
     folders = ", ".join(f"`{d}`" for d in runs_dirs)

@@ -16,7 +16,7 @@ _, registry = cached_plugins((), ())
 for seed in map(int, sys.argv[1:]):
     exp = Experiment(methods=("diffmic",), datasets=("synthetic",), profile="cpu", seeds=(seed,),
                      overrides={"synthetic": {"size": 16, "n_train": 350, "n_val": 140, "n_test": 140},
-                                "diffmic": {"steps": 400, "dcg_warmup_epochs": 10, "batch_size": 32,
+                                "diffmic": {"steps": 400, "dcg_warmup_epochs": 10, "batch_size": 32, "eval_every": 5,
                                             "feature_dim": 128, "uncertainty_chains": 0, "explain_per_class": 0}})
     (trial,) = expand(exp, registry)
     settings = RunSettings(runs_dir=Path(tempfile.mkdtemp()), threads=1, latency=LatencySettings(onnx=False, budget_s=0.01, max_repeats_b1=2))

@@ -477,7 +477,7 @@ def test_diffmic_beats_chance_on_synthetic(tmp_path):
     _, registry = cached_plugins((), ())
     exp = Experiment(methods=("diffmic",), datasets=("synthetic",), profile="cpu", seeds=(0,),
                      overrides={"synthetic": {"size": 16, "n_train": 350, "n_val": 140, "n_test": 140},
-                                "diffmic": {"steps": 400, "dcg_warmup_epochs": 10, "batch_size": 32,
+                                "diffmic": {"steps": 400, "dcg_warmup_epochs": 10, "batch_size": 32, "eval_every": 5,
                                             "feature_dim": 128, "uncertainty_chains": 0, "explain_per_class": 0}})
     (trial,) = expand(exp, registry)
     settings = RunSettings(runs_dir=tmp_path, threads=1, latency=LatencySettings(onnx=False, budget_s=0.01,

@@ -86,7 +86,7 @@ class TrialResult:
     params: int | None = None  # parameters of the predictor's module
     latency: dict[str, Any] = field(default_factory=dict)  # ms_per_image_b1, ms_per_image_b64, onnx_..., threads
     fit_seconds: float | None = None
-    timings: dict[str, float] = field(default_factory=dict)  # load_seconds, predict_seconds, ... (rounded)
+    timings: dict[str, float] = field(default_factory=dict)  # load_seconds, predict_seconds, ..., cpu_seconds (rounded)
     total_seconds: float | None = None
     curve: str | None = None  # file name (in the trial folder) of the learning curve, the ctx.report records
     notes: dict[str, Any] = field(default_factory=dict)  # what the method recorded with ctx.note(...)

@@ -31,7 +31,8 @@ Profiles:
   steps and ends 0.10 lower; test Macro-F1 0.258 against 0.290 at 1,000 steps), and full 28 px input (12 x 14 x
   14) costs twice the CPU time for no gain. The 3-seed study is ``benchmarks/diffclf_budget.py``; every trial
   records ``notes.budget_limited`` from its own learning curve. On ``synthetic`` (the default run) 500 steps
-  and N = 25, so the run stays within its 10 minutes.
+  and N = 25, so the run stays within its 10 minutes; its 16 px images are resized to the same 14 px, and
+  image_d stays 28.
 - ``paper``: the UNet of Favero et al. (levels 128-128-256-512-1024, two ResBlocks per level, cross-attention
   at the fourth level and in the middle, context 512), Haar input, N = 501, Adam 1e-4 with 100 warm-up steps
   and cosine decay, batch 128, 700 epochs, EMA 0.999 every 5 steps after 50. Their images are 256 px (12 x 128

@@ -40,7 +40,9 @@ at lr 3e-3; about 5 to 10 minutes of one core per trial; see ``benchmarks/README
 ResNet-18 image encoder trained from scratch, width 6144, batch 32, Adam 1e-3 with a 40-epoch warm-up then
 cosine, 1000 epochs, T = 1000, rotation with zero fill), with the paper's per-dataset settings
 (``DATASET_PROFILES``: 60 chain steps, batch 32 and vertical flips on APTOS, 250 steps and batch 64 on
-ISIC / HAM10000, 100 otherwise; the 70/30 ``diffmic`` split at 224 px as the stated protocol).
+ISIC / HAM10000, 100 otherwise; the 70/30 ``diffmic`` split at 224 px as the stated protocol). On ``synthetic``
+(the default run, 320 images at 16 px) the ``cpu`` profile trains 200 denoiser steps after the paper's 10-epoch
+DCG warm-up and validates every 10 epochs, so the four DiffMIC rows fit the run's 10 minutes.
 
 Inference options beyond the code: ``sampler=respaced|ddim``, ``readout=vote`` (CARD's majority vote),
 ``uncertainty_chains`` (the spread of the label over chains, stored as the ``uncertainty`` column; latency is

@@ -34,7 +34,7 @@ Deviations from the official code, on purpose: the generator never sees validati
 code's training folder may have held them); the checkpoint is selected on validation Macro-F1 (the code
 selects on the test split); the last partial sampling batch is kept (the code drops it: 1984 of 2000 images).
 As in the code, the classifier is guided with x_t at the generator's size (the code's 128 px x_t into a
-classifier trained at 224 px; the ``cpu`` profile keeps that ratio: a 16 px generator for 28 px data). The
+classifier trained at 224 px; the ``cpu`` profile keeps that ratio: a 16 px generator for 28 px data; on ``synthetic``, 16 px, the two agree). The
 shared UNet stands in for ADM: the paper profile has ADM-128's widths, depth and attention resolutions, not its
 scale-shift norm, learned sigma or res-block resampling.
 
