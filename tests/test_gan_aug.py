@@ -222,8 +222,10 @@ def test_fixed_pool_is_reused_and_no_topup_skips_the_gan(tmp_path, monkeypatch):
     assert x0.shape == (len(y0), 1, 16, 16) and x0.dtype == torch.uint8
     assert np.bincount(y0.numpy(), minlength=3).tolist() == [0, 2, 5]  # up to ceil(0.5 * 14) = 7
 
-    impl.fit(data, dataclasses.replace(config, balance=0.0), make_ctx(tmp_path / "none"))
+    ctx = make_ctx(tmp_path / "none")
+    impl.fit(data, dataclasses.replace(config, balance=0.0), ctx)
     assert len(gan_calls) == 1 and loops[-1]["kwargs"]["extra_batches"] is None
+    assert "no GAN is trained" in ctx.notes["gan_skipped"] and ctx.notes["topup_counts"] == [0, 0, 0]
     assert not (tmp_path / "none" / "artefacts" / "gan_samples.png").exists()
 
 
