@@ -282,7 +282,6 @@ class Predictor:
 
     def to_tensor(self, images: np.ndarray):
         """uint8 (N, H, W, C) -> normalised float tensor (N, C, H, W) on the predictor's device."""
-
         return normalise(to_uint8_tensor(images).to(self.device), self.mean, self.std)
 
     def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:
