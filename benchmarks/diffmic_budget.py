@@ -13,6 +13,10 @@ is the smallest budget whose mean *validation* Macro-F1 is within ``--tolerance`
         --runs-dir /tmp/budget-check --set diffmic-c1.dcg_warmup_epochs=1 --set diffmic-c1.min_epochs=1   # a check
     python benchmarks/diffmic_budget.py --runs-dir runs/diffmic-budget --report-only    # the table again
 
+``--reuse runs/retinamnist`` counts an experiment's ``cpu``-profile trials at the budget they ran: the published
+rows are the profile's 800-step point, so the study can run ``--budgets 200,400,1600`` and make the table with
+``--report-only --budgets 200,400,800,1600 --reuse runs/retinamnist``.
+
 ``--jobs 2`` runs two ``harness run`` processes at once (one thread each): on this 2-core machine, twice
 the throughput when nothing else runs.
 """
@@ -67,16 +71,29 @@ def run(args) -> None:
         print("some trials failed: the table below leaves them out", file=sys.stderr)
 
 
+def stored(args):
+    """(result, budget) of every stored trial: the study's own (``RUNS_DIR/budget-B``), then each ``--reuse``
+    experiment's ``cpu``-profile trials, at the budget their configuration ran (``steps``)."""
+    for path in sorted(Path(args.runs_dir).glob("budget-*/*/result.json")):
+        yield json.loads(path.read_text()), int(path.parent.parent.name.split("-", 1)[1])
+    for folder in args.reuse:
+        for path in sorted(Path(folder).glob("*/result.json")):
+            result = json.loads(path.read_text())
+            if result.get("profile") == "cpu" and "steps" in result.get("config", {}):
+                yield result, int(result["config"]["steps"])
+
+
 def collect(args) -> dict[tuple[str, int], list[dict]]:
     rows: dict[tuple[str, int], list[dict]] = {}
-    for path in sorted(Path(args.runs_dir).glob("budget-*/*/result.json")):
-        result = json.loads(path.read_text())
+    for result, budget in stored(args):
         if result.get("status") != "ok" or result.get("dataset") != args.dataset:
             continue
         if result.get("method") not in args.methods or str(result.get("seed")) not in args.seeds.split(","):
             continue
-        budget = int(path.parent.parent.name.split("-", 1)[1])
         if budget not in args.budgets:
+            continue
+        if any(t["seed"] == result["seed"] for t in rows.get((result["method"], budget), [])):
+            print(f"{result['method']} seed {result['seed']} at {budget} steps is stored twice: the first is used")
             continue
         notes, metrics = result.get("notes", {}), result.get("metrics", {})
         rows.setdefault((result["method"], budget), []).append({
@@ -149,6 +166,9 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--out", default=None, help="write OUT.md and OUT.json")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--reuse", action="append", default=[], metavar="EXPERIMENT_DIR",
+                        help="an experiment folder whose cpu-profile trials count at the budget they ran (e.g. "
+                             "runs/retinamnist: the published rows are the profile's 800-step point)")
     args = parser.parse_args()
     args.methods = tuple(m for m in args.methods.split(",") if m)
     args.budgets = [int(b) for b in args.budgets.split(",") if b]
