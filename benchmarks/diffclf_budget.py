@@ -64,17 +64,13 @@ def run(args) -> None:
 
 
 def late_val(folder: Path, result) -> float | None:
-    """Mean validation Macro-F1 of the checks in the last fifth of the trial's learning curve: where the curve
-    ends, unlike the best check, which rises with the number of checks on a small validation split."""
-    from harness.results.curves import points
+    """Mean validation Macro-F1 over the last fifth of the trial's learning curve: where the curve ends, unlike
+    the best check, which rises with the number of checks on a small validation split."""
+    from harness.results.curves import end_of_curve
     from harness.store import read_curve
 
     curve, _ = read_curve(folder, result) if result.get("curve") else (None, None)
-    pts = points(curve or [], "val_macro_f1")
-    if not pts:
-        return None
-    mark = pts[0][0] + 0.8 * (pts[-1][0] - pts[0][0])
-    return statistics.mean(v for e, v in pts if e > mark or e == pts[-1][0])
+    return end_of_curve(curve or [], "val_macro_f1")
 
 
 def table(runs_dir: Path, experiment: str, tolerance: float) -> None:

@@ -411,6 +411,16 @@ def test_still_improving_fires_on_a_rising_curve_not_on_a_flat_one():
     assert still_improving([{"epoch": 1, "loss": 1.0}], "val_macro_f1") is None
 
 
+def test_end_of_curve_is_where_the_curve_ends_not_its_best_check():
+    from harness.results.curves import end_of_curve
+
+    overfitting = _curve([0.2, 0.5, 0.6, 0.55, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25])  # mark at epoch 8.2: 9, 10
+    assert end_of_curve(overfitting, "val_macro_f1") == pytest.approx((0.3 + 0.25) / 2)
+    sparse = [{"epoch": e, "loss": 0.1} for e in range(1, 11)] + [{"epoch": 5, "val_macro_f1": 0.4}]
+    assert end_of_curve(sparse, "val_macro_f1") == pytest.approx(0.4)  # no check after the mark: the last one
+    assert end_of_curve([{"epoch": 1, "loss": 1.0}], "val_macro_f1") is None
+
+
 def test_curves_notes_and_trial_warnings_are_in_the_report(tmp_path):
     root = tmp_path / "curves"
     y = _labels()

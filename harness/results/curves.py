@@ -29,16 +29,31 @@ def points(curve: Sequence[Mapping[str, Any]], key: str) -> list[tuple[float, fl
     return out
 
 
+def _span(curve: Sequence[Mapping[str, Any]]) -> tuple[float, float] | None:
+    """(four-fifths mark, last epoch) of the budget: the span of the reported epochs, first to last."""
+    epochs = [float(r.get("epoch", i + 1)) for i, r in enumerate(curve) if isinstance(r.get("epoch", i + 1), (int, float))]
+    return (min(epochs) + 0.8 * (max(epochs) - min(epochs)), max(epochs)) if epochs else None
+
+
+def end_of_curve(curve: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    """Mean of ``key`` over the last fifth of the budget (the last point when none falls after the mark), or None
+    without a point: where the curve ends. Unlike the best value, it does not rise with the number of
+    validations, so budgets that validate more often compare fairly on a small validation split."""
+    pts, span = points(curve, key), _span(curve)
+    if not pts or span is None:
+        return None
+    late = [v for e, v in pts if e > span[0]] or [pts[-1][1]]
+    return sum(late) / len(late)
+
+
 def still_improving(curve: Sequence[Mapping[str, Any]], key: str, margin: float = IMPROVING_MARGIN
                     ) -> dict[str, float] | None:
     """``{"rise", "before", "last", "from_epoch", "to_epoch", "improving"}`` for the validation score ``key``
     (e.g. ``val_macro_f1``), or None when the curve cannot tell (see the module docstring)."""
-    epochs = [float(r.get("epoch", i + 1)) for i, r in enumerate(curve) if isinstance(r.get("epoch", i + 1), (int, float))]
-    pts = points(curve, key)
-    if not pts or not epochs:
+    pts, span = points(curve, key), _span(curve)
+    if not pts or span is None:
         return None
-    first, last = min(epochs), max(epochs)
-    mark = first + 0.8 * (last - first)
+    mark, last = span
     before = [v for e, v in pts if e <= mark]
     late = [v for e, v in pts if e > mark]
     if not before or not late:
