@@ -22,6 +22,7 @@ Two trials at a time on two cores: ``--executor ray --max-concurrent 2`` (one to
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 from pathlib import Path
 
@@ -105,8 +106,12 @@ def table(runs_dir: Path, experiment: str, tolerance: float) -> None:
               f"{statistics.mean(r['total_seconds'] for r in results) / 60:.1f} | {_mean_sd(val)} | "
               f"{_mean_sd(late)} | {_mean_sd(test)} | {_mean_sd(bacc)} | {limited} |")
     for i, name in enumerate(("validation (best check)", "test", "validation (last fifth of the curve)")):
-        best = max(m[i] for m in means.values())
-        plateau = min(b for b, m in means.items() if m[i] >= best - tolerance)
+        finite = {b: m[i] for b, m in means.items() if not math.isnan(m[i])}
+        if not finite:
+            print(f"\nplateau on {name}: no trial has it", end="")
+            continue
+        best = max(finite.values())
+        plateau = min(b for b, v in finite.items() if v >= best - tolerance)
         print(f"\nplateau on {name}: {plateau} steps (the smallest budget within {tolerance} of the best mean "
               f"Macro-F1, {best:.3f})", end="")
     print()

@@ -157,8 +157,9 @@ def report(args) -> str:
     lines.append("")
     for method, (best_check, end) in plateaus.items():
         lines.append(f"- {method}: plateau (mean validation Macro-F1 within {args.tolerance} of the best budget's) "
-                     f"at {best_check} steps on the selected checkpoint, at {end} steps on the last fifth of the "
-                     "curve (the selected checkpoint is the best of more checks the longer the budget)")
+                     f"at {best_check} steps on the selected checkpoint, "
+                     + (f"at {end} steps on the last fifth of the curve" if end else "no learning curve to place it on")
+                     + " (the selected checkpoint is the best of more checks the longer the budget)")
     text = "\n".join(lines) + "\n"
     if args.out:
         out = Path(args.out)
