@@ -75,6 +75,7 @@ def late_val(folder: Path, result) -> float | None:
 
 
 def table(runs_dir: Path, experiment: str, tolerance: float) -> None:
+    from harness.results.curves import plateau
     from harness.store import load_runs
 
     rows: dict[int, list] = {}
@@ -106,13 +107,12 @@ def table(runs_dir: Path, experiment: str, tolerance: float) -> None:
               f"{statistics.mean(r['total_seconds'] for r in results) / 60:.1f} | {_mean_sd(val)} | "
               f"{_mean_sd(late)} | {_mean_sd(test)} | {_mean_sd(bacc)} | {limited} |")
     for i, name in enumerate(("validation (best check)", "test", "validation (last fifth of the curve)")):
-        finite = {b: m[i] for b, m in means.items() if not math.isnan(m[i])}
-        if not finite:
+        budget = plateau({b: m[i] for b, m in means.items()}, tolerance)
+        if budget is None:
             print(f"\nplateau on {name}: no trial has it", end="")
             continue
-        best = max(finite.values())
-        plateau = min(b for b, v in finite.items() if v >= best - tolerance)
-        print(f"\nplateau on {name}: {plateau} steps (the smallest budget within {tolerance} of the best mean "
+        best = max(m[i] for m in means.values() if not math.isnan(m[i]))
+        print(f"\nplateau on {name}: {budget} steps (the smallest budget within {tolerance} of the best mean "
               f"Macro-F1, {best:.3f})", end="")
     print()
 

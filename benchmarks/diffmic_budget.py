@@ -123,15 +123,9 @@ def summary(values: list) -> str:
     return f"{mean:.3f} ± {sd:.3f}" if mean < 10 else f"{mean:.0f} ± {sd:.0f}"
 
 
-def plateau(means: dict[int, float], tolerance: float) -> int | None:
-    """The smallest budget whose mean is within ``tolerance`` of the best budget's."""
-    if not means:
-        return None
-    best = max(means.values())
-    return min(b for b, v in means.items() if v >= best - tolerance)
-
-
 def report(args) -> str:
+    from harness.results.curves import plateau
+
     rows = collect(args)
     lines = [f"DiffMIC budget study on {args.dataset} (cpu profile; budget = optimizer steps of the denoiser's stage; "
              f"mean ± sd over seeds {args.seeds})", "",

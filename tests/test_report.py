@@ -421,6 +421,14 @@ def test_end_of_curve_is_where_the_curve_ends_not_its_best_check():
     assert end_of_curve([{"epoch": 1, "loss": 1.0}], "val_macro_f1") is None
 
 
+def test_plateau_is_the_smallest_budget_within_tolerance_of_the_best():
+    from harness.results.curves import plateau
+
+    assert plateau({200: 0.30, 400: 0.335, 800: 0.34, 1600: 0.339}, 0.01) == 400
+    assert plateau({200: 0.30, 400: float("nan"), 800: 0.34}, 0.0) == 800
+    assert plateau({200: float("nan")}, 0.01) is None and plateau({}, 0.01) is None
+
+
 def test_curves_notes_and_trial_warnings_are_in_the_report(tmp_path):
     root = tmp_path / "curves"
     y = _labels()

@@ -61,3 +61,13 @@ def still_improving(curve: Sequence[Mapping[str, Any]], key: str, margin: float 
     rise = max(late) - max(before)
     return {"rise": rise, "before": max(before), "last": max(late), "from_epoch": mark, "to_epoch": last,
             "improving": rise > margin}
+
+
+def plateau(means: Mapping[int, float], tolerance: float) -> int | None:
+    """The smallest budget whose mean score is within ``tolerance`` of the best budget's (NaN means left out), or
+    None without any: where a budget study levels off."""
+    finite = {b: v for b, v in means.items() if not math.isnan(v)}
+    if not finite:
+        return None
+    best = max(finite.values())
+    return min(b for b, v in finite.items() if v >= best - tolerance)
