@@ -67,7 +67,7 @@ def run(args) -> None:
 def late_val(folder: Path, result) -> float | None:
     """Mean validation Macro-F1 over the last fifth of the trial's learning curve: where the curve ends, unlike
     the best check, which rises with the number of checks on a small validation split."""
-    from harness.results.curves import end_of_curve
+    from harness.contract.curves import end_of_curve
     from harness.store import read_curve
 
     curve, _ = read_curve(folder, result) if result.get("curve") else (None, None)
@@ -75,7 +75,7 @@ def late_val(folder: Path, result) -> float | None:
 
 
 def table(runs_dir: Path, experiment: str, tolerance: float) -> None:
-    from harness.results.curves import plateau
+    from harness.contract.curves import plateau
     from harness.store import load_runs
 
     rows: dict[int, list] = {}

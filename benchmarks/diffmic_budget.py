@@ -87,7 +87,7 @@ def stored(args):
 
 
 def collect(args) -> dict[tuple[str, int], list[dict]]:
-    from harness.results.curves import end_of_curve
+    from harness.contract.curves import end_of_curve
     from harness.store import read_curve
 
     rows: dict[tuple[str, int], list[dict]] = {}
@@ -124,7 +124,7 @@ def summary(values: list) -> str:
 
 
 def report(args) -> str:
-    from harness.results.curves import plateau
+    from harness.contract.curves import plateau
 
     rows = collect(args)
     lines = [f"DiffMIC budget study on {args.dataset} (cpu profile; budget = optimizer steps of the denoiser's stage; "

@@ -27,7 +27,7 @@ from plugins.diffclf.model import (
     stage_plan,
     vote_shares,
 )
-from plugins.diffclf.train import still_improving
+from plugins.diffclf.train import budget_limited
 
 
 class ClassMeanDenoiser(torch.nn.Module):
@@ -395,14 +395,14 @@ def test_onnx_runtime_unet_gives_the_torch_predictions_with_the_same_noise(tmp_p
 # -------------------------------------------------------------------------------- convergence notes
 
 
-def test_still_improving_fires_on_a_rising_curve_and_not_on_a_flat_one():
+def test_budget_limited_fires_on_a_rising_curve_and_not_on_a_flat_one():
     rising = [{"epoch": e, "val_macro_f1": 0.2 + 0.03 * e} for e in range(1, 11)]
     flat = [{"epoch": e, "val_macro_f1": 0.5 + 0.005 * (e % 2)} for e in range(1, 11)]
     late_peak = [{"epoch": e, "val_macro_f1": v} for e, v in enumerate([0.2, 0.3, 0.5, 0.5, 0.51, 0.5, 0.5, 0.5], 1)]
-    assert still_improving(rising, "val_macro_f1") is True
-    assert still_improving(flat, "val_macro_f1") is False
-    assert still_improving(late_peak, "val_macro_f1") is False
-    assert still_improving([{"epoch": 1, "val_macro_f1": 0.3}], "val_macro_f1") is None
+    assert budget_limited(rising, "val_macro_f1") is True
+    assert budget_limited(flat, "val_macro_f1") is False
+    assert budget_limited(late_peak, "val_macro_f1") is False
+    assert budget_limited([{"epoch": 1, "val_macro_f1": 0.3}], "val_macro_f1") is None
 
 
 def test_the_paper_profile_states_favero_s_data_protocol():

@@ -397,7 +397,7 @@ def _curve(values):
 
 
 def test_still_improving_fires_on_a_rising_curve_not_on_a_flat_one():
-    from harness.results.curves import still_improving
+    from harness.contract.curves import still_improving
 
     rising = _curve([0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75])
     flat = _curve([0.2, 0.5, 0.6, 0.62, 0.62, 0.61, 0.62, 0.62, 0.62, 0.625])
@@ -412,7 +412,7 @@ def test_still_improving_fires_on_a_rising_curve_not_on_a_flat_one():
 
 
 def test_end_of_curve_is_where_the_curve_ends_not_its_best_check():
-    from harness.results.curves import end_of_curve
+    from harness.contract.curves import end_of_curve
 
     overfitting = _curve([0.2, 0.5, 0.6, 0.55, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25])  # mark at epoch 8.2: 9, 10
     assert end_of_curve(overfitting, "val_macro_f1") == pytest.approx((0.3 + 0.25) / 2)
@@ -422,7 +422,7 @@ def test_end_of_curve_is_where_the_curve_ends_not_its_best_check():
 
 
 def test_plateau_is_the_smallest_budget_within_tolerance_of_the_best():
-    from harness.results.curves import plateau
+    from harness.contract.curves import plateau
 
     assert plateau({200: 0.30, 400: 0.335, 800: 0.34, 1600: 0.339}, 0.01) == 400
     assert plateau({200: 0.30, 400: float("nan"), 800: 0.34}, 0.0) == 800

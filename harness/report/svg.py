@@ -156,7 +156,7 @@ def pareto_svg(rows: Sequence[dict], title: str, metric: str = "macro_f1", stand
 def curves_svg(trials: Sequence[tuple[Any, list[dict]]], key: str, title: str, mark: float | None = None) -> str:
     """Learning curves of one method: ``key`` (e.g. ``val_macro_f1``) against epoch, one line per seed
     (``trials``: (seed, curve) pairs); ``mark`` shades the last fifth of the budget."""
-    from harness.results.curves import points
+    from harness.contract.curves import points
 
     series = [(seed, points(curve, key)) for seed, curve in trials]
     series = [(seed, pts) for seed, pts in series if pts]

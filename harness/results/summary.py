@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from harness.contract.curves import IMPROVING_MARGIN, still_improving
 from harness.errors import HarnessError
 from harness.results import leaderboard
-from harness.results.curves import IMPROVING_MARGIN, still_improving
 from harness.results.stats import (
     ALPHA,
     BOOTSTRAP_SEED,

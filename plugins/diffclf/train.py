@@ -19,6 +19,7 @@ import dataclasses
 import torch
 
 from harness import HarnessError, Predictor
+from harness.contract.curves import still_improving
 from harness.toolkit.nn.ema import EMA
 from harness.toolkit.nn.wavelet import haar_dwt
 from harness.toolkit.training import epochs_for, train_loop
@@ -28,20 +29,12 @@ from plugins.diffclf.model import build_unet, diffusion_loss, make_classifier, m
 STILL_IMPROVING_MARGIN = 0.02  # validation headline-metric rise over the last fifth of the budget
 
 
-def still_improving(records: list[dict], key: str, margin: float = STILL_IMPROVING_MARGIN) -> bool | None:
-    """True when ``key`` (a validation score) rose by more than ``margin`` over the last fifth of the epochs:
-    the best value in the last fifth against the best value before it. None when fewer than two
-    validations exist on either side of that line."""
-    points = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
-    if not points:
-        return None
-    last_epoch = max(e for e, _ in points)
-    cut = last_epoch - max(1, round(last_epoch / 5))
-    before = [v for e, v in points if e <= cut]
-    after = [v for e, v in points if e > cut]
-    if not before or not after:
-        return None
-    return max(after) - max(before) > margin
+def budget_limited(records: list[dict], key: str, margin: float = STILL_IMPROVING_MARGIN) -> bool | None:
+    """Whether the validation score ``key`` was still rising over the last fifth of the budget: the
+    leaderboard's still-improving rule (``harness.contract.curves``) at this method's margin; None when the
+    curve cannot tell."""
+    flag = still_improving(records, key, margin)
+    return None if flag is None else flag["improving"]
 
 
 def fit(data, config, ctx) -> Predictor:
@@ -78,7 +71,7 @@ def fit(data, config, ctx) -> Predictor:
     select = f"val_{ctx.headline_metric}"
     ctx.note(steps=budget.steps, epochs=budget.epochs, best_epoch=history.best_epoch,
              **{f"best_{select}": history.best_score},
-             budget_limited=still_improving(history.records, select))
+             budget_limited=budget_limited(history.records, select))
     module = make_classifier(ema.module, config, k, config.votes, ctx.seed + 1).eval()
     return Predictor(module, mean=mean, std=std, batch_size=64, exportable=False, device=device,
                      onnx_runtime="plugins.diffclf.export:onnx_runtime",

@@ -6,6 +6,9 @@ fifth of its budget beats the best score before it by more than a margin (``IMPR
 0.01, a point of Macro-F1): its training had not levelled off, so its row says less about its method than
 a converged one would. The budget is the span of the reported epochs (first to last); a curve without a
 validation score on both sides of the four-fifths mark cannot tell, and is not flagged.
+
+Part of the contract (pure Python): the leaderboard flags rows with it (`harness.results.summary`), and a method
+that notes its own budget (`plugins/diffclf`'s `budget_limited`) calls the same rule.
 """
 
 from __future__ import annotations
