@@ -64,14 +64,12 @@ def main() -> None:
     with torch.inference_mode():
         eager = cpu_ms(lambda: module(x), args.calls)
         eager_last = cpu_ms(lambda: last(x_last), args.calls)
-    import onnxruntime as ort
+    from harness.toolkit.nn.onnx import ort_session
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         torch.onnx.export(module, (x,), str(path), input_names=["x"], output_names=["probs"], dynamo=False)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort_session(path, threads=1)
         feed = {"x": x.numpy()}
         onnx = cpu_ms(lambda: session.run(None, feed), args.calls)
     print(f"{args.trial.name}: batch 1, {args.size} px, 1 thread, CPU ms per call (median of {args.calls}); "
