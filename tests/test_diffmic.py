@@ -342,6 +342,29 @@ def test_paper_profile_carries_the_per_dataset_settings():
         assert not data_protocol_warnings(spec, "paper", "aptos", {"split": "diffmic", "size": 224})
 
 
+def test_zero_filled_rotation_fills_with_black_pixels_not_the_mean_colour():
+    """The paper profile's rotation is torchvision's, on the unnormalised image: uncovered corners are black.
+    The loop augments normalised batches, so black is ``-mean / std`` there, not 0 (the mean colour)."""
+    from types import SimpleNamespace
+
+    from harness.contract.specs import normalise
+    from harness.toolkit.training import augment
+
+    mean, std = (0.5, 0.4, 0.3), (0.25, 0.2, 0.1)
+    white = normalise(torch.full((8, 3, 28, 28), 255, dtype=torch.uint8), mean, std)
+    black = normalise(torch.zeros(1, 3, 1, 1, dtype=torch.uint8), mean, std).view(-1)
+    cfg = SimpleNamespace(hflip=False, vflip=False, rotation=45.0, crop_scale=0.0, rotation_padding="zeros")
+    out = augment(white, cfg, torch.Generator().manual_seed(0), black)
+    for c in range(3):  # every channel spans exactly [black, white]: the corners are black, nothing else is lost
+        assert out[:, c].min().item() == pytest.approx(black[c].item(), abs=1e-5)
+        assert out[:, c].max().item() == pytest.approx(white[0, c, 0, 0].item(), abs=1e-5)
+    corners = out[:, :, 0, 0]  # a corner pixel is wholly uncovered by most angles (not by the small ones)
+    assert ((corners - black).abs().amax(1) < 1e-5).sum() >= 4
+    reflecting = SimpleNamespace(**{**vars(cfg), "rotation_padding": "reflection"})
+    reflected = augment(white, reflecting, torch.Generator().manual_seed(0), black)
+    assert torch.allclose(reflected, white)
+
+
 def test_pretrained_weights_are_required_under_paper_only():
     from plugins.diffmic import DiffMICConfig
 

@@ -57,10 +57,14 @@ def normalisation(channels: int, pretrained: bool) -> tuple[tuple[float, ...], t
 # ------------------------------------------------------------------------------------ augmentation
 
 
-def augment(x: torch.Tensor, cfg, generator: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, cfg, generator: torch.Generator, black: torch.Tensor | None = None) -> torch.Tensor:
     """Per-image random flips, then one batched affine resampling for a random-resized crop (area in
     ``[crop_scale, 1]``, aspect ratio in [3/4, 4/3], resized back to the input size) and a rotation
-    (uniform in ``[-rotation, rotation]`` degrees). Flips only when neither is set (no resampling)."""
+    (uniform in ``[-rotation, rotation]`` degrees). Flips only when neither is set (no resampling).
+
+    ``x`` is normalised, so ``rotation_padding="zeros"`` fills the uncovered corners with ``black``, the
+    normalised value of a black pixel per channel (``-mean / std``; torchvision's ``RandomRotation`` on the
+    unnormalised image, as DiffMIC's code does), not with 0, which would be the mean colour."""
     n = x.shape[0]
     if cfg.hflip:
         flip = torch.rand(n, generator=generator) < 0.5
@@ -88,6 +92,9 @@ def augment(x: torch.Tensor, cfg, generator: torch.Generator) -> torch.Tensor:
         theta[:, :, :2] = theta[:, :, :2] @ rot
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
     padding = getattr(cfg, "rotation_padding", "reflection")
+    if padding == "zeros" and black is not None:
+        black = black.to(x.device, x.dtype).view(1, -1, 1, 1)
+        return F.grid_sample(x - black, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + black
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
 
 
@@ -268,6 +275,7 @@ def train_loop(
     restore = load_state or model.load_state_dict
     select = select or f"val_{ctx.headline_metric}"
     history, best_state = History(), None
+    black = normalise(torch.zeros(1, train_x.shape[1], 1, 1, dtype=torch.uint8), mean, std).view(-1).to(device)
 
     for epoch in range(budget.epochs):
         started = time.perf_counter()
@@ -287,7 +295,7 @@ def train_loop(
             progress = epoch + step / steps
             x = normalise(epoch_x[idx].to(device), mean, std)
             if augment_images:
-                x = augment(x, cfg, generator)
+                x = augment(x, cfg, generator, black)
             x = x.contiguous(memory_format=torch.channels_last)  # a no-op for the stored images (see above)
             y = epoch_y[idx].to(device)
             if update is not None:
