@@ -421,6 +421,21 @@ def test_end_of_curve_is_where_the_curve_ends_not_its_best_check():
     assert end_of_curve([{"epoch": 1, "loss": 1.0}], "val_macro_f1") is None
 
 
+def test_a_multi_stage_curve_is_judged_on_its_last_stage():
+    """DiffMIC logs its DCG prior's validation score in its warm-up stage: a chain still rising below that
+    prior is still improving, and where the curve ends is the chain's score, not the prior's."""
+    from harness.contract.curves import end_of_curve, still_improving
+
+    warmup = [{"epoch": e, "stage": "dcg_warmup", "val_macro_f1": 0.45} for e in range(1, 6)]
+    rising = [{"epoch": 5 + i, "stage": "joint", "val_macro_f1": v}
+              for i, v in enumerate([0.2, 0.25, 0.3, 0.32, 0.34, 0.36, 0.38, 0.40, 0.41, 0.43], 1)]
+    flag = still_improving(warmup + rising, "val_macro_f1")
+    assert flag["improving"] and flag["before"] == pytest.approx(0.40) and flag["from_epoch"] == pytest.approx(13.2)
+    assert end_of_curve(warmup + rising, "val_macro_f1") == pytest.approx((0.41 + 0.43) / 2)
+    flat_chain = [dict(r, val_macro_f1=0.3) for r in rising]
+    assert not still_improving(warmup + flat_chain, "val_macro_f1")["improving"]
+
+
 def test_plateau_is_the_smallest_budget_within_tolerance_of_the_best():
     from harness.contract.curves import plateau
 

@@ -4,8 +4,11 @@ A trial's ``curve.json`` is the list of per-epoch records its method reported (`
 ``val_<metric>``, ...). A trial is **still improving** when the best validation headline score of the last
 fifth of its budget beats the best score before it by more than a margin (``IMPROVING_MARGIN`` by default:
 0.01, a point of Macro-F1): its training had not levelled off, so its row says less about its method than
-a converged one would. The budget is the span of the reported epochs (first to last); a curve without a
-validation score on both sides of the four-fifths mark cannot tell, and is not flagged.
+a converged one would. The budget is the span of the reported epochs (first to last) of the trial's last
+stage: a multi-stage method (records with a ``stage``, e.g. DiffMIC's DCG warm-up then its joint training)
+is judged on the stage that makes its predictions, whose scores an earlier stage's (the prior's) must not
+mask. A curve without a validation score on both sides of the four-fifths mark cannot tell, and is not
+flagged.
 
 Part of the contract (pure Python): the leaderboard flags rows with it (`harness.results.summary`), and a method
 that notes its own budget (`plugins/diffclf`'s `budget_limited`) calls the same rule.
@@ -32,6 +35,14 @@ def points(curve: Sequence[Mapping[str, Any]], key: str) -> list[tuple[float, fl
     return out
 
 
+def last_stage(curve: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The records of the curve's last stage (the records sharing the last record's ``stage``; all of them
+    when the records carry none)."""
+    if not curve or "stage" not in curve[-1]:
+        return list(curve)
+    return [r for r in curve if r.get("stage") == curve[-1]["stage"]]
+
+
 def _span(curve: Sequence[Mapping[str, Any]]) -> tuple[float, float] | None:
     """(four-fifths mark, last epoch) of the budget: the span of the reported epochs, first to last."""
     epochs = [float(r.get("epoch", i + 1)) for i, r in enumerate(curve) if isinstance(r.get("epoch", i + 1), (int, float))]
@@ -40,8 +51,9 @@ def _span(curve: Sequence[Mapping[str, Any]]) -> tuple[float, float] | None:
 
 def end_of_curve(curve: Sequence[Mapping[str, Any]], key: str) -> float | None:
     """Mean of ``key`` over the last fifth of the budget (the last point when none falls after the mark), or None
-    without a point: where the curve ends. Unlike the best value, it does not rise with the number of
-    validations, so budgets that validate more often compare fairly on a small validation split."""
+    without a point: where the curve ends (its last stage's). Unlike the best value, it does not rise with the
+    number of validations, so budgets that validate more often compare fairly on a small validation split."""
+    curve = last_stage(curve)
     pts, span = points(curve, key), _span(curve)
     if not pts or span is None:
         return None
@@ -52,7 +64,8 @@ def end_of_curve(curve: Sequence[Mapping[str, Any]], key: str) -> float | None:
 def still_improving(curve: Sequence[Mapping[str, Any]], key: str, margin: float = IMPROVING_MARGIN
                     ) -> dict[str, float] | None:
     """``{"rise", "before", "last", "from_epoch", "to_epoch", "improving"}`` for the validation score ``key``
-    (e.g. ``val_macro_f1``), or None when the curve cannot tell (see the module docstring)."""
+    (e.g. ``val_macro_f1``) over the curve's last stage, or None when it cannot tell (see the module docstring)."""
+    curve = last_stage(curve)
     pts, span = points(curve, key), _span(curve)
     if not pts or span is None:
         return None

@@ -202,7 +202,8 @@ def explanation(summary: Summary) -> list[str]:
         f"{EXACT_MCNEMAR_MAX}), one p per seed and never pooled over seeds (pooling would count each test image "
         "once per seed as if independent).",
         f"↗ k/n: k of the n trials with a learning curve were still improving: their best validation {head} in "
-        f"the last fifth of the budget beat the best before it by more than {s.improving_margin}. Such a row says "
+        f"the last fifth of the budget (of its last stage, for a method trained in stages) beat the best before it "
+        f"by more than {s.improving_margin}. Such a row says "
         "more about the budget than about the method. † = a class has no test images; Macro-F1 counts it as 0 "
         "(see Warnings). ◆ = on the Pareto front of the headline metric against ms per image at batch 1.",
         *([legend] if (legend := latency_legend(summary.board)) else []),
