@@ -668,6 +668,21 @@ def test_cli_report_and_recorded_command(runs, tmp_path):
     assert frame.filter(~pl.col("is_top"))["p_adjusted"].to_list() == pytest.approx(adjust_p(raw, "bh"))
 
 
+def test_reproduce_lists_the_commands_that_made_the_shown_rows():
+    from harness.report.provenance import could_have_run
+
+    shown = {("resnet", "retinamnist", "uniform"), ("diffmic", "retinamnist", "uniform")}
+    base = "harness run --datasets retinamnist --data-dir ../shared/data --seeds 0,1,2"
+    assert could_have_run(f"{base} --methods resnet,focal", shown)
+    assert could_have_run(f"{base} --methods=diffmic", shown)
+    assert not could_have_run(f"{base} --methods resnet50,vit", shown)  # another board's rows
+    assert not could_have_run(f"{base} --methods resnet --samplers sqrt,balanced", shown)
+    assert not could_have_run("harness run --methods resnet --datasets pneumoniamnist", shown)
+    assert could_have_run("harness run --config benchmarks/configs/iois-table.toml --methods vit", shown)  # unreadable
+    assert could_have_run("harness run --datasets retinamnist", shown)  # every method
+    assert could_have_run("harness run --methods 'resnet", shown)  # not a command line: kept
+
+
 def test_command_line_is_rebuilt_from_the_parsed_options():
     import click
 

@@ -50,6 +50,29 @@ def redact_command(command: str) -> str:
     return " ".join(w if w.startswith("$") or w.startswith("--") and "=$" in w else shlex.quote(w) for w in out)
 
 
+SELECTORS = {"--methods": 0, "--datasets": 1, "--samplers": 2}
+
+
+def could_have_run(command: str, shown: set[tuple[str, str, str]]) -> bool:
+    """Whether a recorded ``harness run`` command's ``--methods`` / ``--datasets`` / ``--samplers`` select any
+    shown (method, dataset, sampler): a report of part of an experiment lists the commands that made its rows,
+    not every command run in that folder. A command it cannot read (no such option, a ``--config`` file, not
+    ``harness run``) is kept."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return True
+    if "run" not in words or any(w == "--config" or w.startswith("--config=") for w in words):
+        return True
+    chosen: dict[int, set[str]] = {}
+    for i, word in enumerate(words):
+        flag, eq, value = word.partition("=")
+        if flag in SELECTORS:
+            value = value if eq else (words[i + 1] if i + 1 < len(words) else "")
+            chosen[SELECTORS[flag]] = {v.strip() for v in value.split(",") if v.strip()}
+    return any(all(row[k] in names for k, names in chosen.items()) for row in shown)
+
+
 def _is_path(word: str) -> bool:
     return word.startswith(("/", "~")) or bool(re.match(r"[A-Za-z]:\\", word))
 
@@ -60,10 +83,14 @@ def provenance(summary: Summary, report_command: str | None = None) -> dict[str,
     for r in results:
         if r.hardware and r.hardware not in hardware:
             hardware.append(r.hardware)
+    shown = {(r.method, r.dataset, r.sampler) for r in results}
+    names = {r.get("experiment") for r in results}
     commands: list[str] = []
     for exp in summary.runs.experiments:
+        if exp.get("name") and exp["name"] not in names:  # another experiment in the same folder
+            continue
         for command in exp.get("commands") or [exp.get("command")]:
-            if command and redact_command(command) not in commands:
+            if command and could_have_run(command, shown) and redact_command(command) not in commands:
                 commands.append(redact_command(command))
     data = sorted({data_text(r) for r in results})
     started = sorted(r.started for r in results if r.started)
