@@ -683,6 +683,19 @@ def test_reproduce_lists_the_commands_that_made_the_shown_rows():
     assert could_have_run("harness run --methods 'resnet", shown)  # not a command line: kept
 
 
+def test_reproduce_leaves_out_the_other_experiments_of_a_runs_folder(runs):
+    from harness.report.provenance import provenance
+
+    (runs / "experiment.json").write_text(json.dumps({"name": "exp", "commands": ["harness run --seeds 0,1,2"]}))
+    other = runs.parent / "other"
+    write_trial(other, "weak", 0, _noisy(_labels(), 0.3, 40), 2.0)
+    (other / "experiment.json").write_text(json.dumps({"name": "other", "commands": ["harness run --experiment other"]}))
+    chosen = provenance(load_summary(runs.parent, Settings(replicates=100), {"experiment": {"exp"}}))["commands"]
+    assert chosen == ["harness run --seeds 0,1,2"]
+    both = provenance(_summary(runs.parent, replicates=100))["commands"]
+    assert both == ["harness run --seeds 0,1,2", "harness run --experiment other"]
+
+
 def test_command_line_is_rebuilt_from_the_parsed_options():
     import click
 
