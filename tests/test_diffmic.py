@@ -360,6 +360,8 @@ def test_zero_filled_rotation_fills_with_black_pixels_not_the_mean_colour():
         assert out[:, c].max().item() == pytest.approx(white[0, c, 0, 0].item(), abs=1e-5)
     corners = out[:, :, 0, 0]  # a corner pixel is wholly uncovered by most angles (not by the small ones)
     assert ((corners - black).abs().amax(1) < 1e-5).sum() >= 4
+    with pytest.raises(HarnessError, match="needs `black`"):
+        augment(white, cfg, torch.Generator().manual_seed(0))
     reflecting = SimpleNamespace(**{**vars(cfg), "rotation_padding": "reflection"})
     reflected = augment(white, reflecting, torch.Generator().manual_seed(0), black)
     assert torch.allclose(reflected, white)

@@ -98,8 +98,8 @@ def runs(tmp_path: Path) -> Path:
         write_trial(root, "weak", seed, _noisy(y, 0.3, 20 + seed), 2.0)
         write_trial(root, XSS, seed, _noisy(y, 0.5, 30 + seed), 1.0, config={"note": "</script><b>x</b>"})
     write_trial(root, "broken", 0, y.copy(), 1.0, status="failed")
-    (root / "experiment.json").write_text(json.dumps({"command": "harness run --seeds 0,1,2",
-                                                      "commands": ["harness run --seeds 0,1,2"]}))
+    (root / "experiment.json").write_text(json.dumps({"command": "harness run --datasets toy --seeds 0,1,2",
+                                                      "commands": ["harness run --datasets toy --seeds 0,1,2"]}))
     return root
 
 
@@ -434,6 +434,15 @@ def test_a_multi_stage_curve_is_judged_on_its_last_stage():
     assert end_of_curve(warmup + rising, "val_macro_f1") == pytest.approx((0.41 + 0.43) / 2)
     flat_chain = [dict(r, val_macro_f1=0.3) for r in rising]
     assert not still_improving(warmup + flat_chain, "val_macro_f1")["improving"]
+    assert still_improving(warmup + flat_chain, "val_macro_f1")["before"] == pytest.approx(0.3)  # not the prior's
+    # IOIS / prototype diffusion: a named generator stage, then the classifier logged without a stage name
+    generator = [{"epoch": e, "stage": "generator", "loss": 1.0 / e} for e in range(1, 41)]
+    classifier = [{k: v for k, v in r.items() if k != "stage"} for r in rising]
+    flag = still_improving(generator + classifier, "val_macro_f1")  # the generator's 40 epochs set no span
+    assert flag["improving"] and flag["from_epoch"] == pytest.approx(13.2)
+    # a stage that comes back (A, B, A) is judged from its last start
+    again = [dict(r, stage="dcg_warmup") for r in rising]
+    assert still_improving(warmup + flat_chain + again, "val_macro_f1")["from_epoch"] == pytest.approx(13.2)
 
 
 def test_plateau_is_the_smallest_budget_within_tolerance_of_the_best():
@@ -578,7 +587,7 @@ def test_report_writes_markdown_html_parquet(runs, tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| rank")]
     assert [r.split(" | ")[2] for r in rows] == ["oracle", "fastnet", html.escape(XSS), "weak"]
     assert "±" in rows[1] and " *" in rows[1] and "◆" in rows[1] and "top" in rows[0]
-    assert "harness run --seeds 0,1,2" in text and "abc123def" in text and "Test CPU" in text
+    assert "harness run --datasets toy --seeds 0,1,2" in text and "abc123def" in text and "Test CPU" in text
     assert "![Macro-F1 against latency on toy](pareto-toy.svg)" in text
     assert XSS not in text
     frame = pl.read_parquet(out / "results.parquet")
@@ -680,20 +689,25 @@ def test_reproduce_lists_the_commands_that_made_the_shown_rows():
     assert not could_have_run("harness run --methods resnet --datasets pneumoniamnist", shown)
     assert could_have_run("harness run --config benchmarks/configs/iois-table.toml --methods vit", shown)  # unreadable
     assert could_have_run("harness run --datasets retinamnist", shown)  # every method
+    assert not could_have_run("harness run --methods resnet --experiment retinamnist", shown)  # ran on synthetic
+    assert not could_have_run("harness run --methods resnet --datasets retinamnist", {("resnet", "retinamnist", "sqrt")})
+    no_sampler = {("iois", "retinamnist", "-")}  # a method that takes no sampler runs whatever --samplers says
+    assert could_have_run("harness run --methods iois --datasets retinamnist --samplers sqrt", no_sampler)
+    assert could_have_run("harness tune --methods resnet", shown)  # not harness run: kept
     assert could_have_run("harness run --methods 'resnet", shown)  # not a command line: kept
 
 
 def test_reproduce_leaves_out_the_other_experiments_of_a_runs_folder(runs):
     from harness.report.provenance import provenance
 
-    (runs / "experiment.json").write_text(json.dumps({"name": "exp", "commands": ["harness run --seeds 0,1,2"]}))
+    (runs / "experiment.json").write_text(json.dumps({"name": "exp", "commands": ["harness run --datasets toy --seeds 0,1,2"]}))
     other = runs.parent / "other"
     write_trial(other, "weak", 0, _noisy(_labels(), 0.3, 40), 2.0)
-    (other / "experiment.json").write_text(json.dumps({"name": "other", "commands": ["harness run --experiment other"]}))
+    (other / "experiment.json").write_text(json.dumps({"name": "other", "commands": ["harness run --datasets toy --experiment other"]}))
     chosen = provenance(load_summary(runs.parent, Settings(replicates=100), {"experiment": {"exp"}}))["commands"]
-    assert chosen == ["harness run --seeds 0,1,2"]
+    assert chosen == ["harness run --datasets toy --seeds 0,1,2"]
     both = provenance(_summary(runs.parent, replicates=100))["commands"]
-    assert both == ["harness run --seeds 0,1,2", "harness run --experiment other"]
+    assert both == ["harness run --datasets toy --seeds 0,1,2", "harness run --datasets toy --experiment other"]
 
 
 def test_command_line_is_rebuilt_from_the_parsed_options():

@@ -36,11 +36,13 @@ def points(curve: Sequence[Mapping[str, Any]], key: str) -> list[tuple[float, fl
 
 
 def last_stage(curve: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The records of the curve's last stage (the records sharing the last record's ``stage``; all of them
-    when the records carry none)."""
-    if not curve or "stage" not in curve[-1]:
-        return list(curve)
-    return [r for r in curve if r.get("stage") == curve[-1]["stage"]]
+    """The records of the curve's last stage: the trailing run of records whose ``stage`` equals the last
+    record's (no ``stage`` counts as one: a method's final classifier logged without a name after a named
+    generator stage is its own stage), so a stage that comes back after another counts from its last start."""
+    start = len(curve)
+    while start and curve[start - 1].get("stage") == curve[-1].get("stage"):
+        start -= 1
+    return list(curve[start:])
 
 
 def _span(curve: Sequence[Mapping[str, Any]]) -> tuple[float, float] | None:

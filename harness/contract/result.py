@@ -38,6 +38,9 @@ STATUS_INTERRUPTED = "interrupted"  # Ctrl-C (or SystemExit) during the trial: r
 STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_INTERRUPTED)
 
 MODEL_DIR = "model"  # trial_dir / MODEL_DIR holds what the predictor needs (see ``TrialResult.model``)
+DEFAULT_DATASET = "synthetic"  # `harness run --datasets` default: the built-in procedural dataset (needs no files)
+DEFAULT_SAMPLER = "uniform"  # `--samplers` default; what a method with uses_sampler=False gets from ctx.make_sampler
+NO_SAMPLER = "-"  # the ``sampler`` of a trial whose method takes none (``uses_sampler=False``), whatever --samplers said
 
 _REQUIRED = ("key", "method", "dataset", "status")  # a record without these cannot be placed in a table
 

@@ -11,6 +11,7 @@ import shlex
 from datetime import datetime, timezone
 from typing import Any
 
+from harness.contract.result import DEFAULT_DATASET, DEFAULT_SAMPLER, NO_SAMPLER
 from harness.results.summary import Summary
 
 PLACEHOLDERS = {"--data-dir": "$DATA_DIR", "--runs-dir": "$RUNS_DIR", "--out": "$OUT_DIR", "--config": "$CONFIG",
@@ -56,21 +57,27 @@ SELECTORS = {"--methods": 0, "--datasets": 1, "--samplers": 2}
 def could_have_run(command: str, shown: set[tuple[str, str, str]]) -> bool:
     """Whether a recorded ``harness run`` command's ``--methods`` / ``--datasets`` / ``--samplers`` select any
     shown (method, dataset, sampler): a report of part of an experiment lists the commands that made its rows,
-    not every command run in that folder. A command it cannot read (no such option, a ``--config`` file, not
-    ``harness run``) is kept."""
+    not every command run in that folder. A recorded command leaves out options at their defaults, so a missing
+    ``--datasets`` / ``--samplers`` means ``synthetic`` / ``uniform`` (a missing ``--methods``, every method);
+    a row of a method that takes no sampler (``-``) matches any ``--samplers``. A command it cannot read (not
+    ``harness run``, a ``--config`` file that may set these, not a command line) is kept."""
     try:
         words = shlex.split(command)
     except ValueError:
         return True
     if "run" not in words or any(w == "--config" or w.startswith("--config=") for w in words):
         return True
-    chosen: dict[int, set[str]] = {}
+    chosen: dict[int, set[str]] = {1: {DEFAULT_DATASET}, 2: {DEFAULT_SAMPLER}}
     for i, word in enumerate(words):
         flag, eq, value = word.partition("=")
         if flag in SELECTORS:
             value = value if eq else (words[i + 1] if i + 1 < len(words) else "")
             chosen[SELECTORS[flag]] = {v.strip() for v in value.split(",") if v.strip()}
-    return any(all(row[k] in names for k, names in chosen.items()) for row in shown)
+
+    def selects(row: tuple[str, str, str], k: int, names: set[str]) -> bool:
+        return row[k] in names or (k == 2 and row[k] in (NO_SAMPLER, "", None))
+
+    return any(all(selects(row, k, names) for k, names in chosen.items()) for row in shown)
 
 
 def _is_path(word: str) -> bool:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.contract.result import DEFAULT_DATASET, DEFAULT_SAMPLER  # noqa: F401 (the run's defaults, named here too)
 from harness.errors import HarnessError
 from harness.run.latency import LatencySettings
 
@@ -21,8 +22,6 @@ ENV_CACHE_DIR = "HARNESS_CACHE_DIR"
 
 HEADLINE_METRIC = "macro_f1"  # leaderboards rank on it; the training loop selects checkpoints on val_<it>
 REQUIRED_METRICS = ("macro_f1", "balanced_accuracy", "mcc")  # a trial without any of these is not ok
-DEFAULT_DATASET = "synthetic"  # --datasets default: the built-in procedural dataset (needs no files)
-DEFAULT_SAMPLER = "uniform"  # --samplers default; what a method with uses_sampler=False gets from ctx.make_sampler
 SHOWN_METRICS = ("macro_f1", "balanced_accuracy", "accuracy")  # the executors' progress lines
 
 SEED_MAX = 2**32 - 1  # numpy's seed range (torch accepts more; the harness uses the common one)

@@ -15,13 +15,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness import __version__
+from harness.contract.result import NO_SAMPLER
 from harness.contract.specs import DatasetRequest, DataSplits
 from harness.errors import HarnessError
 from harness.registry import Registry
 from harness.run.config import build_dataclass, config_from_dict, config_to_dict, resolve_method_config
 from harness.run.settings import DEFAULT_SAMPLER, RunSettings, check_seed
-
-NO_SAMPLER = "-"
 
 
 def _canonical(value: Any) -> str:

@@ -92,7 +92,10 @@ def augment(x: torch.Tensor, cfg, generator: torch.Generator, black: torch.Tenso
         theta[:, :, :2] = theta[:, :, :2] @ rot
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
     padding = getattr(cfg, "rotation_padding", "reflection")
-    if padding == "zeros" and black is not None:
+    if padding == "zeros":
+        if black is None:
+            raise HarnessError("augment with rotation_padding='zeros' needs `black`, the normalised value of a black "
+                               "pixel per channel (-mean / std); without it 0 would be the mean colour")
         black = black.to(x.device, x.dtype).view(1, -1, 1, 1)
         return F.grid_sample(x - black, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + black
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
