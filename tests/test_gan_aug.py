@@ -215,7 +215,9 @@ def test_fixed_pool_is_reused_and_no_topup_skips_the_gan(tmp_path, monkeypatch):
     loops = record_calls(monkeypatch, impl, "train_classifier")
     gan_calls = record_calls(monkeypatch, impl, "train_gan")
     config = dataclasses.replace(GanAugConfig(), gan_steps=2, balance=0.5, fresh_samples=False, **TINY)
-    impl.fit(data, config, make_ctx(tmp_path / "fixed"))
+    fixed = make_ctx(tmp_path / "fixed")
+    impl.fit(data, config, fixed)
+    assert fixed.warnings == []  # images were added: nothing to warn about
     extra = loops[-1]["kwargs"]["extra_batches"]
     (x0, y0), (x1, y1) = extra(0), extra(1)
     assert torch.equal(x0, x1) and torch.equal(y0, y1)
@@ -226,6 +228,8 @@ def test_fixed_pool_is_reused_and_no_topup_skips_the_gan(tmp_path, monkeypatch):
     impl.fit(data, dataclasses.replace(config, balance=0.0), ctx)
     assert len(gan_calls) == 1 and loops[-1]["kwargs"]["extra_batches"] is None
     assert "no GAN is trained" in ctx.notes["gan_skipped"] and ctx.notes["topup_counts"] == [0, 0, 0]
+    (warning,) = ctx.warnings  # the row is plain ResNet-18: the report's Warnings must say so
+    assert warning.startswith("gan-aug is plain ResNet-18 here") and "raise `balance`" in warning
     assert not (tmp_path / "none" / "artefacts" / "gan_samples.png").exists()
 
 
@@ -272,3 +276,21 @@ def test_smoke_trial_on_synthetic(tmp_path, monkeypatch):
     assert stages == ["gan"] * gan_epochs + ["classifier"] * (len(reports) - gan_epochs)
     assert [r["epoch"] for r in reports] == list(range(1, len(reports) + 1))
     assert "val_macro_f1" in reports[-1] and "loss_d" in reports[0]
+
+
+def test_a_method_warning_reaches_the_result(tmp_path):
+    """``ctx.warn`` lands in the trial's ``warnings`` (the report's Warnings): gan-aug at ``balance=0``."""
+    from harness.run.latency import LatencySettings
+    from harness.run.runner import RunSettings, run_trial
+    from harness.run.trial import Experiment, expand
+
+    _, registry = cached_plugins((), ())
+    exp = Experiment(methods=("gan-aug",), datasets=("synthetic",), profile="smoke", seeds=(0,),
+                     overrides={"synthetic": {"size": 16, "n_train": 70, "n_val": 35, "n_test": 35},
+                                "gan-aug": {"balance": 0.0}})
+    (trial,) = expand(exp, registry)
+    settings = RunSettings(runs_dir=tmp_path, threads=1, latency=LatencySettings(onnx=False, budget_s=0.01,
+                                                                                   max_repeats_b1=2))
+    result = run_trial(trial, settings, reporter=lambda **_: None)
+    assert result["status"] == "ok", result.get("traceback")
+    assert any(w.startswith("gan-aug is plain ResNet-18 here") for w in result["warnings"]), result["warnings"]

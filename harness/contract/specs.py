@@ -388,11 +388,17 @@ class TrialContext:
     cache_dir: Path | None = None  # the harness cache (--cache-dir / HARNESS_CACHE_DIR): models shared by trials
 
     notes: dict[str, Any] = field(default_factory=dict)  # what the method adds to its result (see ``note``)
+    warnings: list[str] = field(default_factory=list)  # what the method warns about (see ``warn``)
 
     def note(self, **values: Any) -> None:
         """Record method-specific facts in the trial's result (``result.json`` ``notes``), e.g. the prior's
         validation score, a cached generator's key, generation metrics. JSON-able values only."""
         self.notes.update(values)
+
+    def warn(self, text: str) -> None:
+        """Add a sentence to the trial's ``warnings`` (shown in the report's *Warnings*): what a reader of its row
+        must know, e.g. that a setting made the method a no-op. One sentence: what happened, what it means."""
+        self.warnings.append(str(text))
 
     def score(self, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
         """The registered metric plugins on (labels, probabilities), e.g. of the validation split: what a

@@ -275,6 +275,7 @@ def fit_trial(trial: Trial, settings: RunSettings, *, registry: Registry, trial_
             result.curve = CURVE_FILE
         if ctx.notes:
             result.notes = dict(ctx.notes)
+        result.warnings.extend(ctx.warnings)
     if hidden.touched:  # the method caught the refusal and went on: still not a valid trial
         raise hidden.error()
     result.fit_seconds = time.perf_counter() - t0 - result.timings.get("observer_seconds", 0.0)

@@ -162,9 +162,10 @@ def fit(data, config, ctx) -> Predictor:
     else:
         # said in the result, not only in an artefact: this row then trains exactly as ``resnet`` does
         report["gan_history"] = "skipped: no class needs topping up at this balance"
-        ctx.note(topup_counts=counts.tolist(), gan_skipped=(
-            f"no class has fewer than {config.balance:g} x the majority count ({max(report['train_counts'])} "
-            f"images), so no GAN is trained and no image added: the classifier trains as resnet's does"))
+        skipped = (f"no class has fewer than {config.balance:g} x the majority count ({max(report['train_counts'])} "
+                   f"images), so no GAN is trained and no image added: the classifier trains as resnet's does")
+        ctx.note(topup_counts=counts.tolist(), gan_skipped=skipped)
+        ctx.warn(f"gan-aug is plain ResNet-18 here: {skipped} (raise `balance` to top classes up)")
     (ctx.artefacts_dir / "gan_history.json").write_text(json.dumps(report, indent=1))
 
     net = backbones.create(config.backbone, num_classes=k, in_chans=data.channels, image_size=data.size,
