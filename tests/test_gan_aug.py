@@ -294,3 +294,16 @@ def test_a_method_warning_reaches_the_result(tmp_path):
     result = run_trial(trial, settings, reporter=lambda **_: None)
     assert result["status"] == "ok", result.get("traceback")
     assert any(w.startswith("gan-aug is plain ResNet-18 here") for w in result["warnings"]), result["warnings"]
+
+
+def test_a_step_budget_stays_resnets_over_the_augmented_set(tmp_path, monkeypatch):
+    """With ``steps`` set, the classifier gets the same optimizer steps as ``resnet`` however many images the
+    GAN adds: fewer epochs over real + synthetic images, not more steps for more images."""
+    data = sentinel_splits(channels=1)  # 14 / 5 / 2 training images
+    loops = record_calls(monkeypatch, impl, "train_classifier")
+    config = dataclasses.replace(GanAugConfig(), gan_steps=2, balance=0.5, fresh_samples=False,
+                                 **{**TINY, "batch_size": 8}, steps=20, min_epochs=1)
+    ctx = make_ctx(tmp_path)
+    impl.fit(data, config, ctx)
+    used = loops[-1]["args"][2]  # 21 real + 7 synthetic = 28 images, 4 steps an epoch: 5 epochs (7 on 21 alone)
+    assert (used.steps, used.epochs) == (0, 5) and ctx.notes["classifier_steps"] == 20

@@ -5,6 +5,7 @@ per-class sample grid, and ``fit``, which tops the minority classes up while Res
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -168,10 +169,18 @@ def fit(data, config, ctx) -> Predictor:
         ctx.warn(f"gan-aug is plain ResNet-18 here: {skipped} (raise `balance` to top classes up)")
     (ctx.artefacts_dir / "gan_history.json").write_text(json.dumps(report, indent=1))
 
+    classifier_config = config
+    if config.steps > 0 and counts.sum() > 0:
+        # A step budget is resnet's: the same optimizer steps, now over real + synthetic images (fewer epochs),
+        # so the row compares augmentation at equal training, not more steps for more images.
+        budget = epochs_for(config, len(data.train) + int(counts.sum()))
+        classifier_config = dataclasses.replace(config, steps=0, epochs=budget.epochs)
+        ctx.note(classifier_epochs=budget.epochs, classifier_steps=budget.steps)
+
     net = backbones.create(config.backbone, num_classes=k, in_chans=data.channels, image_size=data.size,
                            pretrained=config.pretrained)
     mean, std = normalisation(data.channels, net.pretrained_loaded)
-    model, _ = train_classifier(net.model, data, config, ctx, mean=mean, std=std, extra_batches=extra_batches,
+    model, _ = train_classifier(net.model, data, classifier_config, ctx, mean=mean, std=std, extra_batches=extra_batches,
                                 stage="classifier" if gan_epochs else None, epoch_offset=gan_epochs)
     return Predictor(Softmax(model), mean=mean, std=std, device=ctx.device)
 
