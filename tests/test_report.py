@@ -677,6 +677,22 @@ def test_cli_report_and_recorded_command(runs, tmp_path):
     assert frame.filter(~pl.col("is_top"))["p_adjusted"].to_list() == pytest.approx(adjust_p(raw, "bh"))
 
 
+def test_a_page_embeds_images_only_while_it_stays_under_its_size_limit(runs, monkeypatch):
+    """The page embeds artefact images with what the rest of it leaves of MAX_PAGE_BYTES; past that they are
+    listed, not embedded, so a board with many rows stays under 1 MB."""
+    import harness.report.html as page
+    from harness.report.provenance import provenance
+
+    summary = _summary(runs, replicates=100)
+    prov = provenance(summary)
+    full = page.to_html(summary, prov, "t")
+    assert "data:image/png;base64," in full and len(full.encode()) < page.MAX_PAGE_BYTES
+    bare = len(page._page(summary, prov, "t", 0).encode())
+    monkeypatch.setattr(page, "MAX_PAGE_BYTES", bare + 100)  # no room left for an image
+    tight = page.to_html(summary, prov, "t")
+    assert "data:image" not in tight and "samples.png (" in tight and "not embedded" in tight
+
+
 def test_reproduce_lists_the_commands_that_made_the_shown_rows():
     from harness.report.provenance import could_have_run
 

@@ -42,7 +42,8 @@ IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                ".webp": "image/webp", ".svg": "image/svg+xml"}
 MAX_IMAGES_PER_METHOD = 6
 MAX_IMAGE_BYTES = 2_000_000
-MAX_PAGE_IMAGE_BYTES = 450_000  # images embedded in one page, in total (base64 adds a third): a page stays under 1 MB
+MAX_PAGE_IMAGE_BYTES = 450_000  # images embedded in one page, in total (base64 adds a third)
+MAX_PAGE_BYTES = 990_000  # a page stays under 1 MB: the images get what the rest of the page leaves
 
 CSS = """
 :root { color-scheme: light; --accent: #2563eb; --muted: #666; --line: #ddd; }
@@ -382,6 +383,15 @@ def _cross_html(summary: Summary) -> str:
 
 
 def to_html(summary: Summary, prov: dict, title: str) -> str:
+    """The page. Its embedded images share what the rest of the page leaves of ``MAX_PAGE_BYTES`` (at most
+    ``MAX_PAGE_IMAGE_BYTES``): a board with many rows embeds fewer images and lists the others."""
+    bare = len(_page(summary, prov, title, 0).encode())
+    markup = 300 * MAX_IMAGES_PER_METHOD * len(summary.details)  # an embedded image's figure and caption
+    room = max(0, (MAX_PAGE_BYTES - bare - markup) * 3 // 4)  # base64 makes 4 characters of 3 bytes
+    return _page(summary, prov, title, min(MAX_PAGE_IMAGE_BYTES, room))
+
+
+def _page(summary: Summary, prov: dict, title: str, image_bytes: int) -> str:
     board = summary.board
     metric = summary.settings.headline
     parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -396,7 +406,7 @@ def to_html(summary: Summary, prov: dict, title: str) -> str:
     if board.is_empty():
         parts += ["<p>No finished trials.</p>"]
     ids: dict[tuple, str] = {}
-    budget = [MAX_PAGE_IMAGE_BYTES]  # shared by every method's artefacts, in the order of the tables
+    budget = [image_bytes]  # shared by every method's artefacts, in the order of the tables
     if not board.is_empty():
         for i, row in enumerate(board.iter_rows(named=True)):
             ids[(row["dataset"], row["method"], row["sampler"])] = f"m{i}"
