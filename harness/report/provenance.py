@@ -91,14 +91,14 @@ def provenance(summary: Summary, report_command: str | None = None) -> dict[str,
         if r.hardware and r.hardware not in hardware:
             hardware.append(r.hardware)
     shown = {(r.method, r.dataset, r.sampler) for r in results}
-    names = {r.get("experiment") for r in results}
+    names = {r.experiment for r in results}
     commands: list[str] = []
     for exp in summary.runs.experiments:
         if exp.get("name") and exp["name"] not in names:  # another experiment in the same folder
             continue
         for command in exp.get("commands") or [exp.get("command")]:
-            if command and could_have_run(command, shown) and redact_command(command) not in commands:
-                commands.append(redact_command(command))
+            if command and could_have_run(command, shown) and (shown_command := redact_command(command)) not in commands:
+                commands.append(shown_command)
     data = sorted({data_text(r) for r in results})
     started = sorted(r.started for r in results if r.started)
     finished = sorted(r.finished for r in results if r.finished)

@@ -140,7 +140,7 @@ def fit(data, config, ctx) -> Predictor:
     counts = topup_counts(data.train.labels, k, config.balance)
     report = {"train_counts": np.bincount(data.train.labels, minlength=k).tolist(),
               "topup_counts": counts.tolist(), "balance": config.balance, "fresh_samples": config.fresh_samples}
-    extra_batches, gan_epochs = None, 0
+    extra_batches, gan_epochs, classifier_config = None, 0, config
     if counts.sum() > 0:
         # The GAN sees the training split and nothing else.
         started = time.perf_counter()
@@ -160,6 +160,13 @@ def fit(data, config, ctx) -> Predictor:
             if pool is not None:
                 return pool, synth_labels
             return G.sample(synth_labels, torch.Generator().manual_seed(ctx.seed * 100_003 + epoch + 2)), synth_labels
+
+        if config.steps > 0:
+            # A step budget is resnet's: the same optimizer steps, now over real + synthetic images (fewer
+            # epochs), so the row compares augmentation at equal training, not more steps for more images.
+            classifier_budget = epochs_for(config, len(data.train) + int(counts.sum()))
+            classifier_config = dataclasses.replace(config, steps=0, epochs=classifier_budget.epochs)
+            ctx.note(classifier_epochs=classifier_budget.epochs, classifier_steps=classifier_budget.steps)
     else:
         # said in the result, not only in an artefact: this row then trains exactly as ``resnet`` does
         report["gan_history"] = "skipped: no class needs topping up at this balance"
@@ -168,14 +175,6 @@ def fit(data, config, ctx) -> Predictor:
         ctx.note(topup_counts=counts.tolist(), gan_skipped=skipped)
         ctx.warn(f"gan-aug is plain ResNet-18 here: {skipped} (raise `balance` to top classes up)")
     (ctx.artefacts_dir / "gan_history.json").write_text(json.dumps(report, indent=1))
-
-    classifier_config = config
-    if config.steps > 0 and counts.sum() > 0:
-        # A step budget is resnet's: the same optimizer steps, now over real + synthetic images (fewer epochs),
-        # so the row compares augmentation at equal training, not more steps for more images.
-        budget = epochs_for(config, len(data.train) + int(counts.sum()))
-        classifier_config = dataclasses.replace(config, steps=0, epochs=budget.epochs)
-        ctx.note(classifier_epochs=budget.epochs, classifier_steps=budget.steps)
 
     net = backbones.create(config.backbone, num_classes=k, in_chans=data.channels, image_size=data.size,
                            pretrained=config.pretrained)
